@@ -1,0 +1,25 @@
+//! # braid-ir
+//!
+//! The op-graph IR of braid: element and tensor types ([`DType`], [`TensorType`]), the closed op set
+//! ([`Op`]), the [`Graph`] (petgraph `StableDiGraph`, multi-output [`Value`]s), a [`verify`]er, a
+//! stable text form ([`text`]), DOT export ([`dot`]) and the reference interpreter ([`interp`]),
+//! which gives every op, fused or not, its meaning.
+//!
+//! Architecture invariant: this crate knows nothing of egg, CUDA, files or models.
+
+pub mod dot;
+pub mod error;
+pub mod graph;
+pub mod interp;
+pub mod op;
+pub mod tensor;
+pub mod text;
+pub mod types;
+pub mod verify;
+
+pub use error::IrError;
+pub use graph::{Edge, Graph, Node, Value};
+pub use op::{Op, OpKind};
+pub use tensor::{HostWeight, Tensor, TensorView, WeightSource};
+pub use types::{DType, TensorType};
+pub use verify::verify;

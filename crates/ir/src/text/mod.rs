@@ -1,0 +1,1 @@
+//! IR text form: printer and parser.
