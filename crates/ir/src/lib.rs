@@ -1,7 +1,7 @@
 //! # braid-ir
 //!
 //! The op-graph IR of braid: element and tensor types ([`DType`], [`TensorType`]), the closed op set
-//! ([`Op`]), the [`Graph`] (petgraph `StableDiGraph`, multi-output [`Value`]s), a [`verify`]er, a
+//! ([`Op`]), the [`Graph`] (petgraph `StableDiGraph`, multi-output [`Value`]s), a verifier ([`verify()`]), a
 //! stable text form ([`text`]), DOT export ([`dot`]) and the reference interpreter ([`interp`]),
 //! which gives every op, fused or not, its meaning.
 //!
@@ -12,6 +12,7 @@ pub mod error;
 pub mod graph;
 pub mod interp;
 pub mod op;
+pub mod stats;
 pub mod tensor;
 pub mod text;
 pub mod types;
