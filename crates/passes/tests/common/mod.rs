@@ -1,0 +1,356 @@
+//! Shared helpers of the braid-passes tests: IR fixtures, random weights and inputs, interpreter runs.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use braid_ir::interp::Interpreter;
+use braid_ir::text::{parse, print};
+use braid_ir::{DType, Graph, HostWeight, Op, OpKind, Tensor};
+use braid_passes::PassManager;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Reads `tests/fixtures/<name>.ir`.
+pub fn fixture_text(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}.ir", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// Parses IR text, panicking with the parser's line:col message.
+pub fn parse_ir(text: &str) -> Graph {
+    parse(text).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{text}"))
+}
+
+/// Parses fixture `name`.
+pub fn fixture(name: &str) -> Graph {
+    parse_ir(&fixture_text(name))
+}
+
+/// Runs the pass spec on a copy of `g` and returns it.
+pub fn run_passes(g: &Graph, spec: &str) -> Graph {
+    let mut out = g.clone();
+    PassManager::from_spec(spec)
+        .unwrap()
+        .run(&mut out)
+        .unwrap_or_else(|e| panic!("{spec}: {e}"));
+    out
+}
+
+/// Random weights for every weight leaf of `g`, in the leaf's dtype: norm vectors (rank 1) in
+/// [0.5, 1.5), matrices uniform in ±1/sqrt(columns) (nothing is all-zero).
+pub fn random_weights(g: &Graph, seed: u64) -> HashMap<String, HostWeight> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut leaves: Vec<(String, DType, Vec<usize>)> = g
+        .node_indices()
+        .into_iter()
+        .filter_map(|n| match &g.node(n)?.op {
+            Op::Weight { name, ty } => Some((name.clone(), ty.dtype, ty.shape.clone())),
+            _ => None,
+        })
+        .collect();
+    leaves.sort();
+    leaves
+        .into_iter()
+        .map(|(name, dtype, shape)| {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if shape.len() == 1 {
+                (0..n).map(|_| rng.random_range(0.5..1.5)).collect()
+            } else {
+                let bound = 1.0 / (*shape.last().unwrap() as f32).sqrt();
+                (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+            };
+            let w = HostWeight::from_f32(dtype, shape, &values);
+            (name, w)
+        })
+        .collect()
+}
+
+/// Random inputs for one step: `position` = `step`, `token` (and other i32 inputs) uniform in
+/// [0, 32), float inputs uniform in (-1, 1).
+pub fn random_inputs(g: &Graph, step: usize, rng: &mut ChaCha8Rng) -> Vec<(String, Tensor)> {
+    let mut leaves: Vec<(String, braid_ir::TensorType)> = g
+        .node_indices()
+        .into_iter()
+        .filter_map(|n| match &g.node(n)?.op {
+            Op::Input { name, ty } => Some((name.clone(), ty.clone())),
+            _ => None,
+        })
+        .collect();
+    leaves.sort_by(|a, b| a.0.cmp(&b.0));
+    leaves
+        .into_iter()
+        .map(|(name, ty)| {
+            let t = match ty.dtype {
+                DType::I32 if name == "position" => Tensor::i32(ty.shape, vec![step as i32]),
+                DType::I32 => {
+                    let ints = (0..ty.numel()).map(|_| rng.random_range(0..32)).collect();
+                    Tensor::i32(ty.shape, ints)
+                }
+                _ => {
+                    let data = (0..ty.numel())
+                        .map(|_| rng.random_range(-1.0..1.0))
+                        .collect();
+                    Tensor::f32(ty.shape, data)
+                }
+            };
+            (name, t)
+        })
+        .collect()
+}
+
+/// Relative L2 error of `got` against `want`.
+pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let (mut num, mut den) = (0f64, 0f64);
+    for (g, w) in got.iter().zip(want) {
+        num += (*g as f64 - *w as f64).powi(2);
+        den += (*w as f64).powi(2);
+    }
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// Runs `before` and `after` through fresh interpreters for `steps` decode steps on the same random
+/// weights and inputs, and asserts every result agrees: float results within relative L2 1e-5,
+/// i32 results exactly. Returns the worst relative L2 seen.
+pub fn assert_equivalent(before: &Graph, after: &Graph, seed: u64, steps: usize) -> f64 {
+    let weights = random_weights(before, seed);
+    let mut ref_interp = Interpreter::new(&weights);
+    let mut new_interp = Interpreter::new(&weights);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let mut worst = 0f64;
+    for step in 0..steps {
+        let inputs = random_inputs(before, step, &mut rng);
+        let refs: Vec<(&str, Tensor)> = inputs
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.clone()))
+            .collect();
+        let want = ref_interp
+            .run(before, &refs)
+            .unwrap_or_else(|e| panic!("before: {e}"));
+        let got = new_interp
+            .run(after, &refs)
+            .unwrap_or_else(|e| panic!("after: {e}"));
+        assert_eq!(want.len(), got.len(), "result count");
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert_eq!(w.ty, g.ty, "result {i} type at step {step}");
+            if w.ty.dtype == DType::I32 {
+                assert_eq!(w.ints, g.ints, "result {i} (i32) at step {step}");
+            } else {
+                assert!(w.data.iter().any(|v| *v != 0.0), "result {i} is all zero");
+                let err = rel_l2(&g.data, &w.data);
+                assert!(
+                    err <= 1e-5,
+                    "result {i} at step {step}: relative L2 {err:e}"
+                );
+                worst = worst.max(err);
+            }
+        }
+    }
+    worst
+}
+
+/// Nodes the results reach, counted by op kind.
+pub fn op_counts(g: &Graph) -> HashMap<OpKind, usize> {
+    let mut counts = HashMap::new();
+    for n in g.topo_order() {
+        *counts.entry(g.node(n).unwrap().op.kind()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// How many reachable nodes have kind `kind`.
+pub fn count(g: &Graph, kind: OpKind) -> usize {
+    op_counts(g).get(&kind).copied().unwrap_or(0)
+}
+
+/// Kernel-launching nodes: `Op::launches_kernel` true, minus weight-only `concat`s.
+pub fn launching_nodes(g: &Graph) -> usize {
+    g.topo_order()
+        .into_iter()
+        .filter(|&n| {
+            let node = g.node(n).unwrap();
+            let weight_only_concat = node.op.kind() == OpKind::Concat
+                && g.inputs(n)
+                    .iter()
+                    .all(|v| g.node(v.node).unwrap().op.kind() == OpKind::Weight);
+            node.op.launches_kernel(&g.input_types(n)) && !weight_only_concat
+        })
+        .count()
+}
+
+/// For every matmul-like node (`matmul` and the fused ops holding a matmul), the names of the
+/// weights it reads (a weight-only `concat` flattened into its weights). Each weight appearing once
+/// overall means no matmul was duplicated.
+pub fn matmul_weight_reads(g: &Graph) -> Vec<String> {
+    let mut names = Vec::new();
+    for n in g.topo_order() {
+        let node = g.node(n).unwrap();
+        let slot = match node.op.kind() {
+            OpKind::MatMul | OpKind::FusedMatmulAdd | OpKind::FusedGatedMlp => 1,
+            OpKind::FusedRmsNormMatmul => 2,
+            _ => continue,
+        };
+        let w = g.inputs(n)[slot].node;
+        flatten_weights(g, w, &mut names);
+    }
+    names.sort();
+    names
+}
+
+fn flatten_weights(g: &Graph, n: petgraph::stable_graph::NodeIndex, out: &mut Vec<String>) {
+    match &g.node(n).unwrap().op {
+        Op::Weight { name, .. } => out.push(name.clone()),
+        Op::Concat { .. } => {
+            for v in g.inputs(n) {
+                flatten_weights(g, v.node, out);
+            }
+        }
+        other => out.push(format!("<non-weight {}>", other.name())),
+    }
+}
+
+/// The printed text of `g`.
+pub fn text(g: &Graph) -> String {
+    print(g)
+}
+
+/// Model dimensions of a generated Qwen3 graph.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    pub vocab: usize,
+    pub max_context: usize,
+}
+
+/// The dimensions of `tests/fixtures/qwen3_1layer.ir`: hidden 64, 4 query heads, 2 KV heads,
+/// head_dim 16, intermediate 128, vocab 256, max_context 8.
+pub const TINY: Dims = Dims {
+    hidden: 64,
+    heads: 4,
+    kv_heads: 2,
+    head_dim: 16,
+    intermediate: 128,
+    vocab: 256,
+    max_context: 8,
+};
+
+/// Qwen3-0.6B's dimensions (its `config.json`), with a 4096-token cache.
+pub const QWEN3_0_6B: Dims = Dims {
+    hidden: 1024,
+    heads: 16,
+    kv_heads: 8,
+    head_dim: 128,
+    intermediate: 3072,
+    vocab: 151_936,
+    max_context: 4096,
+};
+
+/// The unfused Qwen3 decode step with `layers` layers and [`TINY`] dimensions, in IR text.
+pub fn qwen3_ir(layers: usize) -> String {
+    qwen3_ir_dims(layers, TINY)
+}
+
+/// The unfused Qwen3 decode step (as in the brief: tied embeddings, eps 1e-6, rope theta 1e6,
+/// scale head_dim^-0.5) with `layers` layers and dimensions `d`, in IR text.
+pub fn qwen3_ir_dims(layers: usize, d: Dims) -> String {
+    let Dims {
+        hidden: h,
+        heads: nh,
+        kv_heads: nkv,
+        head_dim: hd,
+        intermediate: i,
+        vocab,
+        max_context: ctx,
+    } = d;
+    let (nq, nk) = (nh * hd, nkv * hd);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut s = format!("weight @model.embed_tokens.weight : bf16[{vocab}, {h}]\n");
+    for l in 0..layers {
+        let p = format!("model.layers.{l}.");
+        s += &format!(
+            "weight @{p}input_layernorm.weight : bf16[{h}]
+weight @{p}self_attn.q_proj.weight : bf16[{nq}, {h}]
+weight @{p}self_attn.k_proj.weight : bf16[{nk}, {h}]
+weight @{p}self_attn.v_proj.weight : bf16[{nk}, {h}]
+weight @{p}self_attn.q_norm.weight : bf16[{hd}]
+weight @{p}self_attn.k_norm.weight : bf16[{hd}]
+kv_cache @{p}k_cache : f32[{ctx}, {nkv}, {hd}]
+kv_cache @{p}v_cache : f32[{ctx}, {nkv}, {hd}]
+weight @{p}self_attn.o_proj.weight : bf16[{h}, {nq}]
+weight @{p}post_attention_layernorm.weight : bf16[{h}]
+weight @{p}mlp.gate_proj.weight : bf16[{i}, {h}]
+weight @{p}mlp.up_proj.weight : bf16[{i}, {h}]
+weight @{p}mlp.down_proj.weight : bf16[{h}, {i}]
+"
+        );
+    }
+    s += &format!("weight @model.norm.weight : bf16[{h}]\n");
+    s += "%token = input \"token\" : i32[1]\n%position = input \"position\" : i32[1]\n";
+    s += &format!("%x0 = embedding(@model.embed_tokens.weight, %token) : f32[1, {h}]\n");
+    for l in 0..layers {
+        let p = format!("model.layers.{l}.");
+        let (x, x1, x2) = (
+            format!("%x{l}"),
+            format!("%l{l}_x1"),
+            format!("%x{}", l + 1),
+        );
+        let v = |n: &str| format!("%l{l}_{n}");
+        s += &format!(
+            "{hh} = rms_norm({x}, @{p}input_layernorm.weight) {{eps = 1e-6}} : f32[1, {h}]
+{q} = matmul({hh}, @{p}self_attn.q_proj.weight) : f32[1, {nq}]
+{k} = matmul({hh}, @{p}self_attn.k_proj.weight) : f32[1, {nk}]
+{vv} = matmul({hh}, @{p}self_attn.v_proj.weight) : f32[1, {nk}]
+{q2} = reshape({q}) {{shape = [{nh}, {hd}]}} : f32[{nh}, {hd}]
+{k2} = reshape({k}) {{shape = [{nkv}, {hd}]}} : f32[{nkv}, {hd}]
+{v2} = reshape({vv}) {{shape = [{nkv}, {hd}]}} : f32[{nkv}, {hd}]
+{qn} = rms_norm({q2}, @{p}self_attn.q_norm.weight) {{eps = 1e-6}} : f32[{nh}, {hd}]
+{kn} = rms_norm({k2}, @{p}self_attn.k_norm.weight) {{eps = 1e-6}} : f32[{nkv}, {hd}]
+{qr} = rope({qn}, %position) {{theta = 1e6}} : f32[{nh}, {hd}]
+{kr} = rope({kn}, %position) {{theta = 1e6}} : f32[{nkv}, {hd}]
+{a} = attention({qr}, {kr}, {v2}, @{p}k_cache, @{p}v_cache, %position) {{scale = {scale:e}}} : f32[{nh}, {hd}]
+{a2} = reshape({a}) {{shape = [1, {nq}]}} : f32[1, {nq}]
+{o} = matmul({a2}, @{p}self_attn.o_proj.weight) : f32[1, {h}]
+{x1} = add({o}, {x}) : f32[1, {h}]
+{h2} = rms_norm({x1}, @{p}post_attention_layernorm.weight) {{eps = 1e-6}} : f32[1, {h}]
+{g} = matmul({h2}, @{p}mlp.gate_proj.weight) : f32[1, {i}]
+{u} = matmul({h2}, @{p}mlp.up_proj.weight) : f32[1, {i}]
+{sg} = silu({g}) : f32[1, {i}]
+{m} = mul({sg}, {u}) : f32[1, {i}]
+{dn} = matmul({m}, @{p}mlp.down_proj.weight) : f32[1, {h}]
+{x2} = add({dn}, {x1}) : f32[1, {h}]
+",
+            hh = v("h"),
+            q = v("q"),
+            k = v("k"),
+            vv = v("v"),
+            q2 = v("q2"),
+            k2 = v("k2"),
+            v2 = v("v2"),
+            qn = v("qn"),
+            kn = v("kn"),
+            qr = v("qr"),
+            kr = v("kr"),
+            a = v("a"),
+            a2 = v("a2"),
+            o = v("o"),
+            h2 = v("h2"),
+            g = v("g"),
+            u = v("u"),
+            sg = v("sg"),
+            m = v("m"),
+            dn = v("dn"),
+        );
+    }
+    s += &format!(
+        "%hf = rms_norm(%x{layers}, @model.norm.weight) {{eps = 1e-6}} : f32[1, {h}]
+%logits = matmul(%hf, @model.embed_tokens.weight) : f32[1, {vocab}]
+%next = argmax(%logits) : i32[1]
+return %logits, %next
+"
+    );
+    s
+}
