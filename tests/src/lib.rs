@@ -1,1 +1,38 @@
-//! Workspace-level integration tests live in `tests/tests/`.
+//! Shared helpers of the workspace-level integration tests in `tests/tests/`.
+
+use std::path::PathBuf;
+
+use braid_runtime::backend::{open_backend, BackendRequest};
+use braid_runtime::cli::DeviceArg;
+use braid_runtime::load::LoadedModel;
+
+/// Path of a committed fixture under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// Teacher-forces `tokens` through the model's decode step on the CPU with the given passes and
+/// returns the logits at every position (`[T][vocab]`).
+pub fn cpu_logits(model: &LoadedModel, passes: &str, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let req = BackendRequest {
+        device: DeviceArg::Cpu,
+        passes,
+        max_context: tokens.len().max(8),
+        use_graph: false,
+    };
+    let mut backend = open_backend(model, &req).expect("open the CPU backend");
+    backend.reset().expect("reset");
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(pos, &t)| {
+            backend
+                .step(t, pos, true)
+                .expect("decode step")
+                .logits
+                .expect("logits")
+        })
+        .collect()
+}

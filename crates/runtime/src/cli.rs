@@ -1,0 +1,196 @@
+//! Command-line interface of the `braid` runner (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// braid: a graph-capture runtime for batch-1 LLM decoding (Qwen3).
+///
+/// The decode step of the model is lowered to an op-graph IR, fused by egg rewrite passes, and run by
+/// the reference interpreter (CPU) or the CUDA backend, which records the step into a CUDA graph and
+/// replays it once per token. With no --model, the built-in tiny Qwen3-architecture model is used
+/// (random weights, real Qwen3 tokenizer): its text is meaningless, but every stage runs anywhere.
+#[derive(Debug, Parser)]
+#[command(name = "braid", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `braid_passes=debug`; logs go to stderr.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text from a prompt, streamed to stdout as it is decoded.
+    Generate(GenerateArgs),
+    /// Print the decode-step IR of a model (text or DOT), or per-op counts with --stats.
+    Graph(GraphArgs),
+    /// Parse IR text from a file (or - for stdin), verify it, run passes, print the result.
+    Opt(OptArgs),
+    /// Measure decode speed: tok/s, µs/token, launches/token and the fraction of the memory roofline.
+    Bench(BenchArgs),
+    /// Per-op time breakdown of one decode step (eager CUDA executor with events around each op).
+    Profile(ProfileArgs),
+    /// Compare braid's logits with a transformers reference (made by scripts/make_checkpoint.py).
+    Check(CheckArgs),
+}
+
+/// Where the decode step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The GPU when one is usable, else the CPU.
+    Auto,
+    /// The reference interpreter on the CPU.
+    Cpu,
+    /// The CUDA backend (fails with a clear error when no GPU is usable).
+    Cuda,
+}
+
+/// Model selection shared by the subcommands.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// A Hugging Face Qwen3 checkpoint directory (config.json, *.safetensors, tokenizer.json), or
+    /// `tiny` for the built-in tiny model.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Fusion passes: `none`, `default`, or a comma-separated list of pass names.
+    #[arg(long, default_value = "default")]
+    pub passes: String,
+    /// KV-cache rows (tokens): the longest prompt + generation a run may use.
+    #[arg(long, default_value_t = 1024)]
+    pub max_context: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to run the decode step.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// The prompt text.
+    #[arg(long, default_value = "Hello")]
+    pub prompt: String,
+    /// Format the prompt with the model's chat template (a single user turn).
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: ask the template to skip the thinking block (Qwen3's `enable_thinking=false`).
+    #[arg(long, requires = "chat")]
+    pub no_think: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Softmax temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample from the k most likely tokens only; 0 disables.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling: the smallest set of tokens with probability >= p; 1 disables.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sampler seed, for reproducible sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print prefill/decode timings to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+    /// Run the CUDA step without graph capture (eager launches), for comparison.
+    #[arg(long)]
+    pub no_graph: bool,
+}
+
+/// Output format of IR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The braid IR text form (round-trips through `braid opt`).
+    Text,
+    /// Graphviz DOT.
+    Dot,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Print one line `<op> <count>` per op kind, sorted, then `nodes <total>` and
+    /// `launches <kernel-launching nodes>`.
+    #[arg(long)]
+    pub stats: bool,
+    /// Print the graph after the named pass, to stderr, as the pipeline runs.
+    #[arg(long, value_name = "PASS")]
+    pub print_after: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OptArgs {
+    /// IR text file, or - for standard input.
+    pub file: PathBuf,
+    /// Passes to run: `none`, `default`, or a comma-separated list.
+    #[arg(long, default_value = "default")]
+    pub passes: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Print per-op counts instead of the graph.
+    #[arg(long)]
+    pub stats: bool,
+    /// Print the graph after the named pass, to stderr.
+    #[arg(long, value_name = "PASS")]
+    pub print_after: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Prompt tokens fed before timing (random ids, fixed seed).
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    /// Generated tokens timed.
+    #[arg(long, default_value_t = 256)]
+    pub gen: usize,
+    /// Launch kernels one by one instead of replaying a captured CUDA graph.
+    #[arg(long)]
+    pub no_graph: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens fed before profiling (sets the attention length).
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    /// Decode steps averaged.
+    #[arg(long, default_value_t = 32)]
+    pub steps: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// reference.safetensors written by scripts/make_checkpoint.py (default: <model>/reference.safetensors).
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Check at most this many positions (default: all in the reference).
+    #[arg(long)]
+    pub positions: Option<usize>,
+    /// Print every position, not only the summary.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Run the CUDA step without graph capture.
+    #[arg(long)]
+    pub no_graph: bool,
+}

@@ -1,0 +1,75 @@
+//! `braid generate`: prompt -> streamed text.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use crate::backend::{open_backend, BackendRequest};
+use crate::cli::GenerateArgs;
+use crate::engine::{generate as run_generation, EngineError, GenerateOptions};
+use crate::load::LoadedModel;
+use crate::sampling::SamplingParams;
+
+/// Runs `braid generate`: tokens stream to stdout as they are decoded; `--stats` adds timings on stderr.
+pub fn generate(args: &GenerateArgs) -> Result<()> {
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    sampling.validate().map_err(anyhow::Error::msg)?;
+    let model = LoadedModel::load(&args.model.model)?;
+    let prompt = model.prompt_tokens(&args.prompt, args.chat, args.no_think)?;
+    let request = BackendRequest {
+        device: args.device,
+        passes: &args.model.passes,
+        max_context: args.model.max_context,
+        use_graph: !args.no_graph,
+    };
+    // Refuse an overlong request before paying for backend set-up.
+    if prompt.len() + args.max_tokens > args.model.max_context {
+        return Err(EngineError::ContextOverflow {
+            prompt: prompt.len(),
+            max_tokens: args.max_tokens,
+            max_context: args.model.max_context,
+        }
+        .into());
+    }
+    let mut backend = open_backend(&model, &request)?;
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling,
+        stop_tokens: model.stop_tokens(),
+    };
+    let mut decoder = model.tokenizer()?.stream(false);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let stats = run_generation(backend.as_mut(), &prompt, &opts, &mut |tok| {
+        let piece = decoder
+            .step(tok)
+            .map_err(|e| EngineError::Output(e.to_string()))?;
+        out.write_all(piece.unwrap_or_default().as_bytes())
+            .and_then(|_| out.flush())
+            .map_err(|e| EngineError::Output(e.to_string()))
+    })?;
+    let tail = decoder.finish()?.unwrap_or_default();
+    writeln!(out, "{tail}").context("writing to stdout")?;
+    if args.stats {
+        eprintln!(
+            "[{}] prompt {} tokens in {:.1} ms; generated {} tokens in {:.1} ms ({:.1} tok/s){}",
+            backend.name(),
+            stats.prompt_tokens,
+            stats.prefill.as_secs_f64() * 1e3,
+            stats.generated_tokens,
+            stats.decode.as_secs_f64() * 1e3,
+            stats.decode_tok_per_s(),
+            if stats.stopped {
+                "; stopped at a stop token"
+            } else {
+                ""
+            },
+        );
+    }
+    Ok(())
+}

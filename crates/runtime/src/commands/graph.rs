@@ -1,0 +1,70 @@
+//! `braid graph` and `braid opt`: print decode-step IR, run passes over IR text.
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+use braid_ir::Graph;
+use braid_passes::PassManager;
+
+use crate::cli::{Format, GraphArgs, OptArgs};
+use crate::load::LoadedModel;
+
+/// Runs the pass pipeline `spec` over `g`, printing the graph to stderr after each pass named in
+/// `print_after` (an unknown name there is an error listing the pipeline's passes).
+pub fn run_passes(g: &mut Graph, spec: &str, print_after: &[String]) -> Result<()> {
+    let pm = PassManager::from_spec(spec).with_context(|| format!("--passes {spec}"))?;
+    for name in print_after {
+        if !pm.names().iter().any(|n| n == name) {
+            anyhow::bail!(
+                "--print-after {name}: no such pass in `--passes {spec}` (it runs: {})",
+                pm.names().join(", ")
+            );
+        }
+    }
+    pm.run_with_hook(g, &mut |pass: &str, g: &Graph| {
+        if print_after.iter().any(|p| p == pass) {
+            eprintln!("# after {pass}\n{}", braid_ir::text::print(g));
+        }
+    })
+    .with_context(|| format!("running passes `{spec}`"))?;
+    Ok(())
+}
+
+fn emit(g: &Graph, format: Format, stats: bool) -> String {
+    if stats {
+        return braid_ir::stats::stats(g).to_text();
+    }
+    match format {
+        Format::Text => braid_ir::text::print(g),
+        Format::Dot => braid_ir::dot::to_dot(g),
+    }
+}
+
+/// `braid graph`: lower the model's decode step, run passes, print.
+pub fn graph(args: &GraphArgs) -> Result<()> {
+    let model = LoadedModel::load(&args.model.model)?;
+    let mut g = model.lower(args.model.max_context, braid_ir::DType::F32)?;
+    run_passes(&mut g, &args.model.passes, &args.print_after)?;
+    print!("{}", emit(&g, args.format, args.stats));
+    Ok(())
+}
+
+/// `braid opt`: parse IR text, verify, run passes, print.
+pub fn opt(args: &OptArgs) -> Result<()> {
+    let (name, text) = if args.file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading IR text from standard input")?;
+        ("<stdin>".to_string(), s)
+    } else {
+        let s = std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading IR text from {}", args.file.display()))?;
+        (args.file.display().to_string(), s)
+    };
+    let mut g = braid_ir::text::parse(&text).map_err(|e| anyhow::anyhow!("{name}:{e}"))?;
+    braid_ir::verify(&g).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    run_passes(&mut g, &args.passes, &args.print_after)?;
+    print!("{}", emit(&g, args.format, args.stats));
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The `braid` subcommands, one module each.
+
+pub mod bench;
+pub mod check;
+pub mod generate;
+pub mod graph;

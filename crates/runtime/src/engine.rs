@@ -1,0 +1,233 @@
+//! The decode engine: prefill, the decode loop, sampling, stop conditions, streaming.
+//!
+//! A [`DecodeBackend`] runs one captured/interpreted decode step; the engine drives it token by token.
+//! Prefill feeds the prompt through the same decode step one token at a time (the correct fallback
+//! DESIGN.md names; a batched cuBLAS prefill is future work).
+
+use std::time::{Duration, Instant};
+
+use braid_ir::interp::Interpreter;
+use braid_ir::{DType, Graph, Tensor, WeightSource};
+
+use crate::sampling::{Sampler, SamplingParams};
+
+/// What one decode step returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOutput {
+    /// The greedy next token (argmax of the logits, computed inside the step).
+    pub next_token: u32,
+    /// The logits `[vocab]` (f32), when they were asked for.
+    pub logits: Option<Vec<f32>>,
+}
+
+/// An error of the engine or a backend; the message says what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) needs {} positions, but the \
+         context holds {max_context}; shorten the prompt, lower --max-tokens or raise --max-context",
+        prompt + max_tokens
+    )]
+    ContextOverflow {
+        prompt: usize,
+        max_tokens: usize,
+        max_context: usize,
+    },
+    #[error("the prompt is empty: nothing to decode from")]
+    EmptyPrompt,
+    #[error("{backend} backend: {msg}")]
+    Backend { backend: &'static str, msg: String },
+    #[error("output: {0}")]
+    Output(String),
+}
+
+/// One decode step on some device: `token` at `position` in, next-token (and maybe logits) out.
+pub trait DecodeBackend {
+    /// Short name for messages (`cpu`, `cuda`).
+    fn name(&self) -> &'static str;
+    /// KV-cache rows: the largest number of positions a sequence may use.
+    fn max_context(&self) -> usize;
+    /// Runs the step. `want_logits` asks for the logits to be copied back (sampling, `check`).
+    fn step(
+        &mut self,
+        token: u32,
+        position: usize,
+        want_logits: bool,
+    ) -> Result<StepOutput, EngineError>;
+    /// Forgets the sequence (zeroes the KV caches).
+    fn reset(&mut self) -> Result<(), EngineError>;
+}
+
+/// The CPU backend: the reference interpreter running the decode-step graph.
+pub struct CpuBackend<'w> {
+    graph: Graph,
+    interp: Interpreter<'w>,
+    max_context: usize,
+}
+
+impl<'w> CpuBackend<'w> {
+    /// A CPU backend for `graph` (a decode step lowered for `max_context` positions).
+    pub fn new(graph: Graph, weights: &'w dyn WeightSource, max_context: usize) -> Self {
+        CpuBackend {
+            graph,
+            interp: Interpreter::new(weights),
+            max_context,
+        }
+    }
+}
+
+fn backend_err(backend: &'static str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Backend {
+        backend,
+        msg: e.to_string(),
+    }
+}
+
+impl DecodeBackend for CpuBackend<'_> {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    fn step(
+        &mut self,
+        token: u32,
+        position: usize,
+        want_logits: bool,
+    ) -> Result<StepOutput, EngineError> {
+        let inputs = [
+            ("token", Tensor::i32([1], vec![token as i32])),
+            ("position", Tensor::i32([1], vec![position as i32])),
+        ];
+        let results = self
+            .interp
+            .run(&self.graph, &inputs)
+            .map_err(|e| backend_err("cpu", e))?;
+        let next = results
+            .iter()
+            .find(|t| t.ty.dtype == DType::I32)
+            .and_then(|t| t.ints.first())
+            .ok_or_else(|| backend_err("cpu", "the decode graph has no i32 next-token result"))?;
+        let logits = if want_logits {
+            let t = results
+                .iter()
+                .find(|t| t.ty.dtype != DType::I32)
+                .ok_or_else(|| backend_err("cpu", "the decode graph has no logits result"))?;
+            Some(t.data.clone())
+        } else {
+            None
+        };
+        Ok(StepOutput {
+            next_token: *next as u32,
+            logits,
+        })
+    }
+
+    fn reset(&mut self) -> Result<(), EngineError> {
+        self.interp.reset_state();
+        Ok(())
+    }
+}
+
+/// Options of one generation.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Tokens that end generation (EOS, `<|im_end|>`); the stop token is not emitted.
+    pub stop_tokens: Vec<u32>,
+}
+
+/// Timings and counts of one generation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Wall time of the prompt steps.
+    pub prefill: Duration,
+    /// Decode steps run after prefill (the first generated token comes from the last prompt step).
+    pub decode_steps: usize,
+    /// Wall time of the decode steps.
+    pub decode: Duration,
+    /// Whether generation ended on a stop token (rather than `max_tokens`).
+    pub stopped: bool,
+}
+
+impl GenerationStats {
+    /// Decode throughput in steps (tokens) per second (0 when no decode step ran).
+    pub fn decode_tok_per_s(&self) -> f64 {
+        let s = self.decode.as_secs_f64();
+        if s > 0.0 {
+            self.decode_steps as f64 / s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Runs prefill and the decode loop from a fresh KV cache, calling `on_token` with each generated
+/// token as soon as it is known (for streaming).
+///
+/// Errors: [`EngineError::ContextOverflow`] before any work when `prompt.len() + max_tokens` exceeds
+/// the backend's context; [`EngineError::EmptyPrompt`]; backend errors; errors from `on_token`.
+pub fn generate(
+    backend: &mut dyn DecodeBackend,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> Result<(), EngineError>,
+) -> Result<GenerationStats, EngineError> {
+    if prompt.is_empty() {
+        return Err(EngineError::EmptyPrompt);
+    }
+    let max_context = backend.max_context();
+    if prompt.len() + opts.max_tokens > max_context {
+        return Err(EngineError::ContextOverflow {
+            prompt: prompt.len(),
+            max_tokens: opts.max_tokens,
+            max_context,
+        });
+    }
+    backend.reset()?;
+    let mut sampler = Sampler::new(opts.sampling);
+    let want_logits = !opts.sampling.is_greedy();
+    let mut stats = GenerationStats {
+        prompt_tokens: prompt.len(),
+        ..Default::default()
+    };
+
+    let start = Instant::now();
+    let mut out = StepOutput {
+        next_token: 0,
+        logits: None,
+    };
+    for (pos, &tok) in prompt.iter().enumerate() {
+        let last = pos + 1 == prompt.len();
+        out = backend.step(tok, pos, want_logits && last)?;
+    }
+    stats.prefill = start.elapsed();
+
+    let start = Instant::now();
+    for (i, pos) in (prompt.len()..).take(opts.max_tokens).enumerate() {
+        let next = match &out.logits {
+            Some(logits) => sampler.sample(logits),
+            None => out.next_token,
+        };
+        if opts.stop_tokens.contains(&next) {
+            stats.stopped = true;
+            break;
+        }
+        on_token(next)?;
+        stats.generated_tokens += 1;
+        if i + 1 == opts.max_tokens {
+            break;
+        }
+        out = backend.step(next, pos, want_logits)?;
+        stats.decode_steps += 1;
+    }
+    stats.decode = start.elapsed();
+    Ok(stats)
+}

@@ -1,0 +1,534 @@
+//! `config.json` of a Qwen3 checkpoint: the model's shape, read and validated.
+//!
+//! Field names and defaults follow Hugging Face transformers' `Qwen3Config`
+//! (`models/qwen3/configuration_qwen3.py`). Both config generations are read: transformers 4.x puts
+//! `rope_theta` at the top level (as Qwen3-0.6B's published file), 5.x nests it in
+//! `rope_parameters: {rope_theta, rope_type}` and writes `dtype` instead of `torch_dtype`.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::error::LoadError;
+
+/// The shape and constants of a Qwen3 decoder, as read from `config.json`.
+///
+/// Invariants after [`Qwen3Config::validate`]: every size is non-zero,
+/// `num_attention_heads % num_key_value_heads == 0`, `head_dim` is even (RoPE rotates pairs), and
+/// `rms_norm_eps` / `rope_theta` are finite and positive.
+///
+/// Serializes to a transformers-4.x style `config.json` (what [`Qwen3Config::from_json_str`] reads
+/// back), so tests can write fixtures from it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Qwen3Config {
+    /// Always `"qwen3"`.
+    pub model_type: String,
+    /// Width of the residual stream `H` (Qwen3-0.6B: 1024).
+    pub hidden_size: usize,
+    /// Width of the SwiGLU MLP (gate/up output, down input) (Qwen3-0.6B: 3072).
+    pub intermediate_size: usize,
+    /// Number of decoder layers (Qwen3-0.6B: 28).
+    pub num_hidden_layers: usize,
+    /// Query heads `nh` (Qwen3-0.6B: 16).
+    pub num_attention_heads: usize,
+    /// Key/value heads `nkv` for grouped-query attention (gqa); divides `nh`. Defaults to `nh`
+    /// when absent, as in transformers.
+    pub num_key_value_heads: usize,
+    /// Per-head width `d` (Qwen3-0.6B: 128). Defaults to `hidden_size / num_attention_heads` when
+    /// absent. Note Qwen3 does not require `nh * d == hidden_size` (0.6B has 16 * 128 = 2048).
+    pub head_dim: usize,
+    /// Rows of the embedding and of lm_head (Qwen3: 151936, more than the tokenizer's 151669 ids).
+    pub vocab_size: usize,
+    /// Epsilon of every rms_norm (added to the mean square before the inverse square root).
+    pub rms_norm_eps: f64,
+    /// RoPE base θ: frequency of pair `i` is `θ^(-2i/d)` (RoFormer, Su et al. 2021).
+    pub rope_theta: f64,
+    /// Longest context the model was trained for (tokens); an upper bound for the KV cache.
+    /// Defaults to 32768 when absent, as in transformers.
+    pub max_position_embeddings: usize,
+    /// Whether lm_head reuses `model.embed_tokens.weight` (no `lm_head.weight` tensor). Defaults to
+    /// false when absent, as transformers' `Qwen3Config`.
+    pub tie_word_embeddings: bool,
+    /// Beginning-of-sequence id (Qwen3 does not prepend it; informational).
+    pub bos_token_id: Option<u32>,
+    /// Ids that end generation (`eos_token_id`, an int or a list in the file); may be empty.
+    #[serde(rename = "eos_token_id")]
+    pub eos_token_ids: Vec<u32>,
+    /// The checkpoint's declared dtype name (`torch_dtype` in 4.x, `dtype` in 5.x), e.g.
+    /// `"bfloat16"`. Informational: tensors carry their own dtypes.
+    #[serde(rename = "torch_dtype", skip_serializing_if = "Option::is_none")]
+    pub torch_dtype: Option<String>,
+}
+
+/// The role of a tensor in the model, which decides how random weights are initialised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorRole {
+    /// `model.embed_tokens.weight` `[vocab, H]`.
+    Embedding,
+    /// A matmul weight `[out, in]` (HF layout: `y = x·Wᵀ`), lm_head included.
+    Linear,
+    /// An rms_norm gain vector `[n]`.
+    Norm,
+}
+
+/// One tensor a Qwen3 checkpoint must hold: its safetensors name and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The Hugging Face parameter name, e.g. `model.layers.0.self_attn.q_proj.weight`.
+    pub name: String,
+    /// Row-major shape, e.g. `[nh * d, H]`.
+    pub shape: Vec<usize>,
+    /// What the tensor is for.
+    pub role: TensorRole,
+}
+
+impl Qwen3Config {
+    /// Reads and validates a `config.json`.
+    ///
+    /// Errors: [`LoadError::Io`] if the file cannot be read, otherwise those of
+    /// [`Qwen3Config::from_json_str`].
+    pub fn from_file(path: &Path) -> Result<Qwen3Config, LoadError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| LoadError::io(path, "a Hugging Face config.json", e))?;
+        Qwen3Config::from_json_str(&text, path)
+    }
+
+    /// Parses and validates config JSON text; `origin` names the file in error messages.
+    ///
+    /// Errors: [`LoadError::Json`] (syntax, with line/column), [`LoadError::MissingField`],
+    /// [`LoadError::InvalidField`] (wrong JSON type, `model_type` not `"qwen3"`, zero sizes, heads
+    /// that don't divide, odd `head_dim`, ...), [`LoadError::Unsupported`] (rope scaling, attention
+    /// bias, sliding window, an activation other than silu).
+    pub fn from_json_str(text: &str, origin: &Path) -> Result<Qwen3Config, LoadError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| LoadError::json(origin, &e))?;
+        let Value::Object(map) = value else {
+            return Err(LoadError::InvalidField {
+                path: origin.into(),
+                field: "<root>".into(),
+                found: json_kind(&value).into(),
+                expected: "a JSON object".into(),
+            });
+        };
+        let config = Fields { map: &map, origin }.parse()?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// The built-in tiny Qwen3 for tests and CPU runs: 2 layers, hidden 64, 4 query heads / 2 KV
+    /// heads of width 16, intermediate 128, the real vocabulary size 151936 (so every id of the real
+    /// tokenizer, added tokens up to 151668 included, has an embedding row), rms_norm_eps 1e-6,
+    /// rope_theta 1e6, an untied lm_head (with random weights a tied lm_head maps each hidden state
+    /// back to the input token, so the tiny model would only repeat its prompt), eos `<|im_end|>`
+    /// (151645).
+    pub fn tiny() -> Qwen3Config {
+        Qwen3Config {
+            model_type: "qwen3".into(),
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 16,
+            vocab_size: 151_936,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e6,
+            max_position_embeddings: 40_960,
+            tie_word_embeddings: false,
+            bos_token_id: Some(151_643),
+            eos_token_ids: vec![151_645],
+            torch_dtype: Some("bfloat16".into()),
+        }
+    }
+
+    /// Checks the invariants listed on [`Qwen3Config`]; `origin` names the file in errors.
+    ///
+    /// Errors: [`LoadError::InvalidField`] naming the first offending field.
+    pub fn validate(&self, origin: &Path) -> Result<(), LoadError> {
+        let invalid = |field: &str, found: String, expected: &str| {
+            Err(LoadError::InvalidField {
+                path: origin.into(),
+                field: field.into(),
+                found,
+                expected: expected.into(),
+            })
+        };
+        if self.model_type != "qwen3" {
+            return invalid(
+                "model_type",
+                format!("{:?}", self.model_type),
+                "\"qwen3\" (only Qwen3 decoders are supported)",
+            );
+        }
+        let sizes = [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        for (field, v) in sizes {
+            if v == 0 {
+                return invalid(field, "0".into(), "a positive integer");
+            }
+        }
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
+            return invalid(
+                "num_key_value_heads",
+                self.num_key_value_heads.to_string(),
+                &format!(
+                    "a divisor of num_attention_heads = {} (each KV head serves a whole group of query heads)",
+                    self.num_attention_heads
+                ),
+            );
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return invalid(
+                "head_dim",
+                self.head_dim.to_string(),
+                "an even number (rope rotates pairs of dimensions)",
+            );
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return invalid(
+                "rms_norm_eps",
+                self.rms_norm_eps.to_string(),
+                "a finite positive number",
+            );
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return invalid(
+                "rope_theta",
+                self.rope_theta.to_string(),
+                "a finite positive number",
+            );
+        }
+        Ok(())
+    }
+
+    /// Every tensor a Qwen3 checkpoint of this shape must hold, in checkpoint order: the embedding
+    /// `[vocab, H]`; per layer `input_layernorm [H]`, `q_proj [nh*d, H]`, `k_proj`/`v_proj
+    /// [nkv*d, H]`, `o_proj [H, nh*d]`, `q_norm`/`k_norm [d]`, `post_attention_layernorm [H]`,
+    /// `gate_proj`/`up_proj [I, H]`, `down_proj [H, I]`; then `model.norm.weight [H]` and, unless
+    /// embeddings are tied, `lm_head.weight [vocab, H]` (names from transformers'
+    /// `modeling_qwen3.py`).
+    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let (q, kv) = (
+            self.num_attention_heads * self.head_dim,
+            self.num_key_value_heads * self.head_dim,
+        );
+        let spec = |name: String, shape: Vec<usize>, role| TensorSpec { name, shape, role };
+        let mut specs = vec![spec(
+            "model.embed_tokens.weight".into(),
+            vec![v, h],
+            TensorRole::Embedding,
+        )];
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}.");
+            let layer = [
+                ("input_layernorm.weight", vec![h], TensorRole::Norm),
+                ("self_attn.q_proj.weight", vec![q, h], TensorRole::Linear),
+                ("self_attn.k_proj.weight", vec![kv, h], TensorRole::Linear),
+                ("self_attn.v_proj.weight", vec![kv, h], TensorRole::Linear),
+                ("self_attn.o_proj.weight", vec![h, q], TensorRole::Linear),
+                (
+                    "self_attn.q_norm.weight",
+                    vec![self.head_dim],
+                    TensorRole::Norm,
+                ),
+                (
+                    "self_attn.k_norm.weight",
+                    vec![self.head_dim],
+                    TensorRole::Norm,
+                ),
+                ("post_attention_layernorm.weight", vec![h], TensorRole::Norm),
+                ("mlp.gate_proj.weight", vec![i, h], TensorRole::Linear),
+                ("mlp.up_proj.weight", vec![i, h], TensorRole::Linear),
+                ("mlp.down_proj.weight", vec![h, i], TensorRole::Linear),
+            ];
+            specs.extend(
+                layer
+                    .into_iter()
+                    .map(|(n, shape, role)| spec(format!("{p}{n}"), shape, role)),
+            );
+        }
+        specs.push(spec("model.norm.weight".into(), vec![h], TensorRole::Norm));
+        if !self.tie_word_embeddings {
+            specs.push(spec(
+                "lm_head.weight".into(),
+                vec![v, h],
+                TensorRole::Linear,
+            ));
+        }
+        specs
+    }
+
+    /// Name of the lm_head weight: `lm_head.weight`, or `model.embed_tokens.weight` when tied.
+    pub fn lm_head_name(&self) -> &'static str {
+        if self.tie_word_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        }
+    }
+
+    /// The config as `config.json` text (transformers 4.x form, `rope_theta` at the top level).
+    pub fn to_json_string(&self) -> String {
+        // Serializing plain numbers, strings and vectors into a String cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// The JSON object of a config file being read, with the file for error messages.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    origin: &'a Path,
+}
+
+impl Fields<'_> {
+    fn parse(&self) -> Result<Qwen3Config, LoadError> {
+        let model_type = self
+            .string("model_type")?
+            .ok_or_else(|| self.missing("model_type", "\"qwen3\""))?;
+        self.check_unsupported()?;
+        let hidden_size = self.required_usize("hidden_size")?;
+        let num_attention_heads = self.required_usize("num_attention_heads")?;
+        let head_dim = match self.usize("head_dim")? {
+            Some(d) => d,
+            // transformers: `head_dim = hidden_size // num_attention_heads` when absent.
+            None if num_attention_heads > 0 && hidden_size.is_multiple_of(num_attention_heads) => {
+                hidden_size / num_attention_heads
+            }
+            None => {
+                return Err(LoadError::InvalidField {
+                    path: self.origin.into(),
+                    field: "num_attention_heads".into(),
+                    found: num_attention_heads.to_string(),
+                    expected: format!(
+                        "a divisor of hidden_size = {hidden_size} (head_dim is absent, so it is hidden_size / num_attention_heads)"
+                    ),
+                })
+            }
+        };
+        Ok(Qwen3Config {
+            model_type,
+            hidden_size,
+            intermediate_size: self.required_usize("intermediate_size")?,
+            num_hidden_layers: self.required_usize("num_hidden_layers")?,
+            num_attention_heads,
+            num_key_value_heads: self
+                .usize("num_key_value_heads")?
+                .unwrap_or(num_attention_heads),
+            head_dim,
+            vocab_size: self.required_usize("vocab_size")?,
+            rms_norm_eps: self.f64("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta: self.rope_theta()?,
+            max_position_embeddings: self.usize("max_position_embeddings")?.unwrap_or(32_768),
+            tie_word_embeddings: self.bool("tie_word_embeddings")?.unwrap_or(false),
+            bos_token_id: self.token_id("bos_token_id")?,
+            eos_token_ids: self.eos_token_ids()?,
+            torch_dtype: match self.string("torch_dtype")? {
+                Some(d) => Some(d),
+                None => self.string("dtype")?,
+            },
+        })
+    }
+
+    /// Rejects configs asking for features the Qwen3 lowering does not implement.
+    fn check_unsupported(&self) -> Result<(), LoadError> {
+        if let Some(act) = self.string("hidden_act")? {
+            if act != "silu" {
+                return Err(self.unsupported(
+                    "hidden_act",
+                    &act,
+                    "only silu (SwiGLU) is implemented",
+                ));
+            }
+        }
+        if self.bool("attention_bias")? == Some(true) {
+            return Err(self.unsupported(
+                "attention_bias",
+                "true",
+                "q/k/v/o projections with bias are not implemented",
+            ));
+        }
+        if self.bool("use_sliding_window")? == Some(true) {
+            return Err(self.unsupported(
+                "use_sliding_window",
+                "true",
+                "sliding-window attention is not implemented",
+            ));
+        }
+        if let Some(scaling) = self.map.get("rope_scaling").filter(|v| !v.is_null()) {
+            self.check_rope_type("rope_scaling", scaling)?;
+        }
+        Ok(())
+    }
+
+    /// `rope_theta` from `rope_parameters.rope_theta` (5.x) or the top level (4.x); both present
+    /// and different is an error.
+    fn rope_theta(&self) -> Result<f64, LoadError> {
+        let top = self.f64("rope_theta")?;
+        let nested = match self.map.get("rope_parameters").filter(|v| !v.is_null()) {
+            None => None,
+            Some(params) => {
+                self.check_rope_type("rope_parameters", params)?;
+                match params.get("rope_theta") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(v.as_f64().ok_or_else(|| {
+                        self.invalid("rope_parameters.rope_theta", v, "a number")
+                    })?),
+                }
+            }
+        };
+        match (top, nested) {
+            (Some(a), Some(b)) if a != b => Err(LoadError::InvalidField {
+                path: self.origin.into(),
+                field: "rope_parameters.rope_theta".into(),
+                found: b.to_string(),
+                expected: format!("the same value as the top-level rope_theta = {a}"),
+            }),
+            (_, Some(theta)) | (Some(theta), None) => Ok(theta),
+            (None, None) => Err(self.missing(
+                "rope_theta",
+                "a number at the top level (transformers 4.x) or in rope_parameters.rope_theta (5.x)",
+            )),
+        }
+    }
+
+    /// Accepts a rope parameter object only when its type is absent or `"default"` (plain RoPE).
+    fn check_rope_type(&self, field: &str, params: &Value) -> Result<(), LoadError> {
+        let Value::Object(obj) = params else {
+            return Err(self.invalid(field, params, "a JSON object"));
+        };
+        // transformers 4.x wrote `type`, later versions `rope_type`.
+        for key in ["rope_type", "type"] {
+            match obj.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(t)) if t == "default" => {}
+                Some(other) => {
+                    return Err(self.unsupported(
+                        &format!("{field}.{key}"),
+                        &other.to_string(),
+                        "rope scaling is not implemented; expected \"default\" or no rope_type",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn eos_token_ids(&self) -> Result<Vec<u32>, LoadError> {
+        match self.map.get("eos_token_id") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| self.as_token_id("eos_token_id", v))
+                .collect(),
+            Some(v) => Ok(vec![self.as_token_id("eos_token_id", v)?]),
+        }
+    }
+
+    fn token_id(&self, field: &str) -> Result<Option<u32>, LoadError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => self.as_token_id(field, v).map(Some),
+        }
+    }
+
+    fn as_token_id(&self, field: &str, v: &Value) -> Result<u32, LoadError> {
+        v.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| {
+                self.invalid(
+                    field,
+                    v,
+                    "a token id (integer in 0..2^32) or a list of them",
+                )
+            })
+    }
+
+    fn required_usize(&self, field: &str) -> Result<usize, LoadError> {
+        self.usize(field)?
+            .ok_or_else(|| self.missing(field, "a positive integer"))
+    }
+
+    fn usize(&self, field: &str) -> Result<Option<usize>, LoadError> {
+        self.get(field, "a non-negative integer", |v| {
+            v.as_u64().and_then(|n| usize::try_from(n).ok())
+        })
+    }
+
+    fn f64(&self, field: &str) -> Result<Option<f64>, LoadError> {
+        self.get(field, "a number", Value::as_f64)
+    }
+
+    fn bool(&self, field: &str) -> Result<Option<bool>, LoadError> {
+        self.get(field, "true or false", Value::as_bool)
+    }
+
+    fn string(&self, field: &str) -> Result<Option<String>, LoadError> {
+        self.get(field, "a string", |v| v.as_str().map(str::to_string))
+    }
+
+    /// The field converted by `conv`; absent or `null` is `None`, a value `conv` rejects is an
+    /// [`LoadError::InvalidField`] saying `expected`.
+    fn get<T>(
+        &self,
+        field: &str,
+        expected: &str,
+        conv: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Option<T>, LoadError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => conv(v)
+                .map(Some)
+                .ok_or_else(|| self.invalid(field, v, expected)),
+        }
+    }
+
+    fn missing(&self, field: &str, expected: &str) -> LoadError {
+        LoadError::MissingField {
+            path: self.origin.into(),
+            field: field.into(),
+            expected: expected.into(),
+        }
+    }
+
+    fn invalid(&self, field: &str, found: &Value, expected: &str) -> LoadError {
+        LoadError::InvalidField {
+            path: self.origin.into(),
+            field: field.into(),
+            found: found.to_string(),
+            expected: expected.into(),
+        }
+    }
+
+    fn unsupported(&self, field: &str, found: &str, why: &str) -> LoadError {
+        LoadError::Unsupported {
+            path: self.origin.into(),
+            field: field.into(),
+            found: found.into(),
+            why: why.into(),
+        }
+    }
+}
+
+/// A short name of a JSON value's kind, for messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,144 @@
+//! The `braid` binary end to end: the README's first command, graph/opt, and clear errors.
+
+use std::process::Command;
+
+fn braid(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(args)
+        .output()
+        .expect("run braid");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn generate_streams_text_from_the_tiny_model() {
+    let (ok, out, err) = braid(&[
+        "generate",
+        "--device",
+        "cpu",
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "6",
+    ]);
+    assert!(ok, "{err}");
+    assert!(!out.trim().is_empty(), "no text generated");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn sampling_is_reproducible_with_a_seed() {
+    let args = [
+        "generate",
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "8",
+        "--temperature",
+        "0.8",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+    ];
+    let (ok, a, err) = braid(&args);
+    assert!(ok, "{err}");
+    let (_, b, _) = braid(&args);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn graph_stats_lists_ops_then_totals() {
+    let (ok, out, err) = braid(&["graph", "--model", "tiny", "--stats"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let n = lines.len();
+    assert!(lines[n - 2].starts_with("nodes "), "{out}");
+    assert!(lines[n - 1].starts_with("launches "), "{out}");
+    let ops: Vec<&str> = lines[..n - 2]
+        .iter()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let mut sorted = ops.clone();
+    sorted.sort();
+    assert_eq!(ops, sorted, "op lines must be sorted");
+    assert!(ops.contains(&"fused_rms_norm_matmul"), "{out}");
+}
+
+#[test]
+fn opt_reads_what_graph_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.ir");
+    let (ok, ir, err) = braid(&["graph", "--model", "tiny", "--passes", "none"]);
+    assert!(ok, "{err}");
+    std::fs::write(&path, &ir).unwrap();
+    let (ok, same, err) = braid(&["opt", path.to_str().unwrap(), "--passes", "none"]);
+    assert!(ok, "{err}");
+    assert_eq!(same, ir);
+    let (ok, fused, err) = braid(&["opt", path.to_str().unwrap(), "--passes", "default"]);
+    assert!(ok, "{err}");
+    let (_, expected, _) = braid(&["graph", "--model", "tiny"]);
+    assert_eq!(
+        fused, expected,
+        "opt --passes default must equal graph --passes default"
+    );
+}
+
+#[test]
+fn opt_reports_line_and_column_of_a_parse_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.ir");
+    std::fs::write(
+        &path,
+        "%0 = input \"x\" : f32[1, 4]\n%1 = silu(%7) : f32[1, 4]\nreturn %1\n",
+    )
+    .unwrap();
+    let (ok, _, err) = braid(&["opt", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("bad.ir:2:"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error() {
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        return; // a GPU machine: covered by the GPU tests
+    }
+    let (ok, _, err) = braid(&["generate", "--device", "cuda", "--max-tokens", "2"]);
+    assert!(!ok);
+    assert!(err.contains("--device cuda"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn overlong_request_is_refused_up_front() {
+    let (ok, _, err) = braid(&[
+        "generate",
+        "--device",
+        "cpu",
+        "--max-context",
+        "16",
+        "--max-tokens",
+        "20",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--max-context"), "{err}");
+}
+
+#[test]
+fn unknown_pass_lists_the_valid_names() {
+    let (ok, _, err) = braid(&["graph", "--passes", "no-such-pass"]);
+    assert!(!ok);
+    assert!(err.contains("no-such-pass"), "{err}");
+}
+
+#[test]
+fn missing_model_directory_is_named() {
+    let (ok, _, err) = braid(&["graph", "--model", "/nonexistent/qwen3"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/qwen3"), "{err}");
+}
