@@ -298,7 +298,8 @@ fn truncated_and_corrupt_files_name_the_file() {
         &[
             &file.display().to_string(),
             "not a valid safetensors file",
-            "incomplete metadata",
+            "truncated or corrupt",
+            "model.norm.weight",
         ],
     );
 

@@ -186,6 +186,7 @@ impl Checkpoint {
             // memory-mapped loading cannot exclude (the same contract as every mmap loader).
             let map = unsafe { Mmap::map(&file) }
                 .map_err(|e| LoadError::io(path, "a memory-mappable safetensors file", e))?;
+            check_data_offsets(path, &map)?;
             let (header_len, metadata) =
                 SafeTensors::read_metadata(&map).map_err(|e| LoadError::Safetensors {
                     path: path.clone(),
@@ -417,4 +418,43 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Checks that every tensor's `data_offsets` in the safetensors header lie inside the file, before
+/// the safetensors crate adds them up (offsets near `usize::MAX` overflow there; found by
+/// `tests/fuzz_loaders.rs`). Header syntax errors are left to the safetensors crate to report.
+fn check_data_offsets(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    let bad = |msg: String| LoadError::Safetensors {
+        path: path.into(),
+        msg,
+    };
+    let Some(len_bytes) = bytes.get(..8) else {
+        return Ok(());
+    };
+    let header_len = u64::from_le_bytes(len_bytes.try_into().unwrap_or([0; 8]));
+    let data_len = (bytes.len() as u64 - 8).saturating_sub(header_len);
+    let end = usize::try_from(header_len)
+        .ok()
+        .and_then(|n| n.checked_add(8));
+    let Some(header) = end.and_then(|end| bytes.get(8..end)) else {
+        return Ok(());
+    };
+    let Ok(Value::Object(entries)) = serde_json::from_slice::<Value>(header) else {
+        return Ok(());
+    };
+    for (name, entry) in &entries {
+        let Some(offsets) = entry.get("data_offsets").and_then(|o| o.as_array()) else {
+            continue;
+        };
+        for o in offsets {
+            if o.as_u64().is_some_and(|o| o > data_len) {
+                let offsets = Value::Array(offsets.clone());
+                return Err(bad(format!(
+                    "truncated or corrupt: tensor `{name}` has data_offsets {offsets} past the end of \
+                     the data ({data_len} bytes)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }

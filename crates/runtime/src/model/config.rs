@@ -61,6 +61,11 @@ pub struct Qwen3Config {
     pub torch_dtype: Option<String>,
 }
 
+/// Largest accepted size of any config dimension (hidden, heads, vocabulary, context...): 2^24.
+pub const MAX_SIZE: usize = 1 << 24;
+/// Largest accepted `num_hidden_layers`.
+pub const MAX_LAYERS: usize = 4096;
+
 /// The role of a tensor in the model, which decides how random weights are initialised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorRole {
@@ -173,6 +178,16 @@ impl Qwen3Config {
         for (field, v) in sizes {
             if v == 0 {
                 return invalid(field, "0".into(), "a positive integer");
+            }
+            // Bounds far above any real model keep every tensor size (a product of two sizes,
+            // times 4 bytes) and the tensor list (11 per layer) from overflowing.
+            let max = if field == "num_hidden_layers" {
+                MAX_LAYERS
+            } else {
+                MAX_SIZE
+            };
+            if v > max {
+                return invalid(field, v.to_string(), &format!("at most {max}"));
             }
         }
         if !self
