@@ -324,7 +324,10 @@ fn tiny_config_is_valid_and_round_trips() {
     );
     // Every id of the real tokenizer (added tokens end at 151668) has an embedding row.
     assert!(tiny.vocab_size > 151_668);
-    assert!(!tiny.tie_word_embeddings, "a tied random lm_head only repeats the prompt");
+    assert!(
+        !tiny.tie_word_embeddings,
+        "a tied random lm_head only repeats the prompt"
+    );
     assert_eq!(tiny.eos_token_ids, vec![151_645]);
     let back = Qwen3Config::from_json_str(&tiny.to_json_string(), Path::new("<tiny>"))
         .expect("serialized tiny config reads back");
