@@ -1,0 +1,301 @@
+//! The device: a CUDA context and stream on one GPU, its properties, raw device/pinned buffers, and
+//! the kernels compiled for it (loaded lazily, one NVRTC program per kernel source and variant).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStream};
+
+use crate::compile::{kernel_source, Compiler};
+use crate::error::{CudaError, DriverContext};
+
+/// A device pointer (`CUdeviceptr`).
+pub type DevPtr = u64;
+
+/// One GPU opened for braid: a CUDA context, one stream that all work of this device runs on, and the
+/// kernels compiled for the device's architecture. Cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct CudaDevice {
+    pub(crate) inner: Arc<DeviceInner>,
+}
+
+pub(crate) struct DeviceInner {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    name: String,
+    compute_capability: (i32, i32),
+    sm_count: u32,
+    compiler: Mutex<Option<Arc<Compiler>>>,
+    modules: Mutex<HashMap<String, Arc<CudaModule>>>,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaDevice")
+            .field("name", &self.inner.name)
+            .field("arch", &self.arch())
+            .field("sm_count", &self.inner.sm_count)
+            .finish()
+    }
+}
+
+impl CudaDevice {
+    /// Opens GPU `ordinal` (0 for the first).
+    ///
+    /// Event tracking of cudarc is switched off for this context before anything is allocated: braid
+    /// runs everything on one stream, and per-allocation events would break CUDA graph capture.
+    ///
+    /// Errors: [`CudaError::NoDevice`] ("no CUDA device: &lt;reason&gt;") when libcuda cannot be loaded,
+    /// the driver fails to initialise, or there is no device `ordinal`.
+    pub fn open(ordinal: usize) -> Result<Self, CudaError> {
+        // SAFETY: only tries to dlopen libcuda; no driver function is called.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(CudaError::NoDevice(format!(
+                "libcuda could not be loaded (searched {:?}); is the NVIDIA driver installed?",
+                cudarc::get_lib_name_candidates("cuda")
+            )));
+        }
+        result::init().map_err(|e| CudaError::NoDevice(format!("cuInit failed: {e}")))?;
+        let count = CudaContext::device_count()
+            .map_err(|e| CudaError::NoDevice(format!("cuDeviceGetCount failed: {e}")))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(CudaError::NoDevice(format!(
+                "device {ordinal} asked for, but the driver sees {count} device(s)"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| {
+            CudaError::NoDevice(format!("creating a context on device {ordinal}: {e}"))
+        })?;
+        // SAFETY: no CudaSlice exists yet in this context; all work goes to one stream.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| {
+            CudaError::NoDevice(format!("creating a stream on device {ordinal}: {e}"))
+        })?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".to_string());
+        let compute_capability = ctx
+            .compute_capability()
+            .ctx(|| "reading the compute capability".into())?;
+        let sm_count = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .ctx(|| "reading the multiprocessor count".into())? as u32;
+        Ok(CudaDevice {
+            inner: Arc::new(DeviceInner {
+                ctx,
+                stream,
+                name,
+                compute_capability,
+                sm_count,
+                compiler: Mutex::new(None),
+                modules: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The device's name, e.g. `NVIDIA H200`.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The architecture kernels are compiled for, e.g. `sm_90`.
+    pub fn arch(&self) -> String {
+        let (major, minor) = self.inner.compute_capability;
+        format!("sm_{major}{minor}")
+    }
+
+    /// The compute capability `(major, minor)`, e.g. `(9, 0)`.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.inner.compute_capability
+    }
+
+    /// Number of streaming multiprocessors.
+    pub fn sm_count(&self) -> u32 {
+        self.inner.sm_count
+    }
+
+    /// Free and total device memory in bytes.
+    pub fn memory(&self) -> Result<(usize, usize), CudaError> {
+        self.inner
+            .ctx
+            .mem_get_info()
+            .ctx(|| "reading free device memory".into())
+    }
+
+    /// Makes this device's context current on the calling thread.
+    pub(crate) fn bind(&self) -> Result<(), CudaError> {
+        self.inner
+            .ctx
+            .bind_to_thread()
+            .ctx(|| "binding the CUDA context to this thread".into())
+    }
+
+    /// The raw stream all of this device's work runs on.
+    pub(crate) fn cu_stream(&self) -> sys::CUstream {
+        self.inner.stream.cu_stream()
+    }
+
+    /// Waits for all work on the device's stream; `what` names the work for the error.
+    pub(crate) fn sync(&self, what: &str) -> Result<(), CudaError> {
+        self.inner
+            .stream
+            .synchronize()
+            .ctx(|| format!("waiting for {what} (a kernel may have faulted)"))
+    }
+
+    /// The kernel `name` of `kernels/{file}`, compiled with `defines` (cached per device).
+    ///
+    /// Errors: NVRTC unavailable or failing ([`CudaError::Compile`]), or the module lacking `name`.
+    pub fn kernel(
+        &self,
+        file: &str,
+        name: &str,
+        defines: &[(&str, &str)],
+    ) -> Result<CudaFunction, CudaError> {
+        let key = format!(
+            "{file}|{}",
+            defines
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let module = {
+            let cached = self
+                .inner
+                .modules
+                .lock()
+                .map_err(|_| poisoned("kernel module cache"))?
+                .get(&key)
+                .cloned();
+            match cached {
+                Some(m) => m,
+                None => {
+                    let src = kernel_source(file).ok_or_else(|| {
+                        CudaError::Graph(format!("no kernel source kernels/{file} is embedded"))
+                    })?;
+                    let cubin = self.compiler()?.cubin(src, defines)?;
+                    self.bind()?;
+                    let m = self
+                        .inner
+                        .ctx
+                        .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
+                        .ctx(|| format!("loading the compiled module of kernels/{file}"))?;
+                    self.inner
+                        .modules
+                        .lock()
+                        .map_err(|_| poisoned("kernel module cache"))?
+                        .insert(key, m.clone());
+                    m
+                }
+            }
+        };
+        module
+            .load_function(name)
+            .ctx(|| format!("looking up kernel `{name}` in kernels/{file}"))
+    }
+
+    fn compiler(&self) -> Result<Arc<Compiler>, CudaError> {
+        let mut slot = self
+            .inner
+            .compiler
+            .lock()
+            .map_err(|_| poisoned("kernel compiler"))?;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Compiler::new(&self.arch(), true)?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Allocates `bytes` of device memory (rounded up to 256, at least 256), zeroed.
+    pub(crate) fn alloc_zeroed(&self, bytes: usize, what: &str) -> Result<DevBuf, CudaError> {
+        self.bind()?;
+        let len = bytes.max(1).div_ceil(256) * 256;
+        // SAFETY: plain cuMemAlloc; freed in DevBuf's Drop.
+        let ptr = unsafe { result::malloc_sync(len) }
+            .ctx(|| format!("allocating {len} bytes of device memory for {what}"))?;
+        let buf = DevBuf {
+            ptr,
+            len,
+            ctx: self.inner.ctx.clone(),
+        };
+        // SAFETY: `ptr` is a live allocation of `len` bytes.
+        unsafe { result::memset_d8_async(ptr, 0, len, self.cu_stream()) }
+            .ctx(|| format!("zeroing {what}"))?;
+        self.sync(&format!("zeroing {what}"))?;
+        Ok(buf)
+    }
+
+    /// Allocates `bytes` of page-locked host memory (zeroed), for copies captured in a CUDA graph.
+    pub(crate) fn alloc_pinned(&self, bytes: usize, what: &str) -> Result<PinnedBuf, CudaError> {
+        self.bind()?;
+        let len = bytes.max(16);
+        // SAFETY: plain cuMemHostAlloc with no flags; freed in PinnedBuf's Drop.
+        let ptr = unsafe { result::malloc_host(len, 0) }
+            .ctx(|| format!("allocating {len} bytes of pinned host memory for {what}"))?
+            as *mut u8;
+        // SAFETY: `ptr` points to `len` writable bytes.
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(PinnedBuf {
+            ptr,
+            len,
+            ctx: self.inner.ctx.clone(),
+        })
+    }
+}
+
+fn poisoned(what: &str) -> CudaError {
+    CudaError::Graph(format!("the {what} lock was poisoned by a panic"))
+}
+
+/// A device allocation (`cuMemAlloc`), freed on drop.
+pub(crate) struct DevBuf {
+    pub(crate) ptr: DevPtr,
+    pub(crate) len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl Drop for DevBuf {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: `ptr` came from cuMemAlloc and is freed once, here.
+        let _ = unsafe { result::free_sync(self.ptr) };
+    }
+}
+
+/// Page-locked host memory (`cuMemHostAlloc`), freed on drop.
+pub(crate) struct PinnedBuf {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl PinnedBuf {
+    /// Writes `bytes` at `offset`. The caller makes sure no copy from this buffer is in flight.
+    pub(crate) fn write(&mut self, offset: usize, bytes: &[u8]) {
+        assert!(
+            offset + bytes.len() <= self.len,
+            "pinned write out of bounds"
+        );
+        // SAFETY: bounds checked above; the buffer is live and not aliased by a Rust reference.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(offset), bytes.len()) };
+    }
+
+    /// Reads `n` bytes at `offset`. The caller has synchronised with copies into this buffer.
+    pub(crate) fn read(&self, offset: usize, n: usize) -> Vec<u8> {
+        assert!(offset + n <= self.len, "pinned read out of bounds");
+        let mut out = vec![0u8; n];
+        // SAFETY: bounds checked above.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), out.as_mut_ptr(), n) };
+        out
+    }
+}
+
+impl Drop for PinnedBuf {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: `ptr` came from cuMemHostAlloc and is freed once, here.
+        let _ = unsafe { result::free_host(self.ptr as *mut std::ffi::c_void) };
+    }
+}

@@ -1,0 +1,914 @@
+//! The executor: plans a graph, uploads its constants, builds the launch list once, and runs decode
+//! steps either eagerly (one launch at a time, optionally timed with CUDA events) or by replaying the
+//! whole step recorded once into a CUDA graph.
+//!
+//! A step is: one host-to-device copy of the inputs (`token`, `position`) from pinned memory, every
+//! launch of the list, and one device-to-host copy of the 4-byte next token into pinned memory. In
+//! graph mode all three are inside the captured graph, so a token costs one graph launch and one
+//! stream synchronisation, and no host code runs between two kernels.
+
+use std::collections::HashMap;
+
+use braid_ir::{DType, Graph, Op, Tensor, TensorType, WeightSource};
+use cudarc::driver::{result, sys, CudaGraph};
+use half::{bf16, f16};
+
+use crate::device::{CudaDevice, DevBuf, DevPtr, PinnedBuf};
+use crate::error::{CudaError, DriverContext};
+use crate::launch::Launch;
+use crate::lower::{workspace_layout, Bases, Lowerer};
+use crate::plan::{Form, MemoryPlan, Region};
+use crate::profile::{Profile, ProfileRow};
+
+/// How the executor runs a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// Record the step once into a CUDA graph and replay it (the fast path). When false, every step
+    /// launches the kernels one by one from the host.
+    pub use_graph: bool,
+    /// Launch kernels with programmatic dependent launch (sm_90+): a kernel's weight loads overlap
+    /// the tail of the kernel before it. Ignored by [`CudaExecutor::profile`], which times each
+    /// launch on its own.
+    pub pdl: bool,
+    /// Eager mode only: synchronise after every launch, so a faulting kernel is named in the error.
+    pub sync_each_launch: bool,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            use_graph: true,
+            pdl: true,
+            sync_each_launch: false,
+        }
+    }
+}
+
+/// A graph result: where it lives and what it is.
+#[derive(Clone, Debug)]
+struct ResultSlot {
+    ty: TensorType,
+    ptr: DevPtr,
+    /// The dtype of the bytes at `ptr` (constants are read back in their f32 form).
+    dtype: DType,
+}
+
+/// Runs decode steps of one graph on one device. See the crate docs for the life of a step.
+pub struct CudaExecutor {
+    dev: CudaDevice,
+    plan: MemoryPlan,
+    launches: Vec<Launch>,
+    _arena: DevBuf,
+    io: DevBuf,
+    kv: DevBuf,
+    _weights: DevBuf,
+    _work: DevBuf,
+    /// Pinned staging: the inputs (`plan.io_bytes`), then 16 bytes for the next token.
+    host_io: PinnedBuf,
+    token_out: usize,
+    token_input: Option<usize>,
+    position_input: Option<usize>,
+    results: Vec<ResultSlot>,
+    logits: Option<usize>,
+    next_token: Option<usize>,
+    token_limit: Option<usize>,
+    max_context: Option<usize>,
+    weight_bytes: usize,
+    graph: Option<CudaGraph>,
+    opts: ExecOptions,
+    /// The self-feeding end of a step (kernels/elementwise.cu `step_advance`), when the graph has
+    /// `token` / `position` inputs and an i32 next-token result.
+    advance: Option<Launch>,
+    /// Tokens the self-feeding loop produced, by position (`max_context + 1` i32).
+    history: Option<DevBuf>,
+    history_len: usize,
+    /// The step plus `advance`, recorded once for [`CudaExecutor::decode_greedy`].
+    loop_graph: Option<CudaGraph>,
+}
+
+impl CudaExecutor {
+    /// Plans `g` for `dev`: verifies it, folds and uploads its constants from `weights`, allocates the
+    /// activation arena, inputs, KV caches (zeroed) and scratch, compiles the kernels it needs, builds
+    /// the launch list and, with `opts.use_graph`, records the step into a CUDA graph.
+    ///
+    /// Errors: [`CudaError::Graph`] when `g` fails [`braid_ir::verify()`]; [`CudaError::Weight`] for a
+    /// missing or mismatched weight; [`CudaError::Unsupported`] for an op shape the kernels do not
+    /// cover (the message names the node); compile and driver errors.
+    pub fn new(
+        dev: &CudaDevice,
+        g: &Graph,
+        weights: &dyn WeightSource,
+        opts: ExecOptions,
+    ) -> Result<Self, CudaError> {
+        braid_ir::verify(g).map_err(|e| CudaError::Graph(e.to_string()))?;
+        let plan = MemoryPlan::new(g)?;
+        for slot in &plan.inputs {
+            let scalar_i32 = slot.ty.dtype == DType::I32 && slot.ty.shape == [1];
+            if (slot.name == "token" || slot.name == "position") && !scalar_i32 {
+                return Err(CudaError::Graph(format!(
+                    "input `{}` must be i32[1], got {}",
+                    slot.name, slot.ty
+                )));
+            }
+        }
+        dev.bind()?;
+        let arena = dev.alloc_zeroed(plan.arena_bytes, "the activation arena")?;
+        let io = dev.alloc_zeroed(plan.io_bytes, "the step inputs")?;
+        let kv = dev.alloc_zeroed(plan.kv_bytes, "the KV caches")?;
+        let weights_buf = dev.alloc_zeroed(plan.weights_bytes, "the weights")?;
+        let work = workspace_layout(g, &plan, dev.sm_count())?;
+        let work_buf = dev.alloc_zeroed(work.bytes, "kernel scratch")?;
+        for ((_, d), offset, table) in &work.rope {
+            // SAFETY: the workspace holds the table at `offset` (sized by workspace_layout); the copy
+            // is synchronous.
+            unsafe { result::memcpy_htod_sync(work_buf.ptr + *offset as u64, table) }
+                .ctx(|| format!("uploading the rotary table for head_dim {d}"))?;
+        }
+        let weight_bytes =
+            crate::weights::upload_constants(dev, g, &plan, weights, weights_buf.ptr)?;
+        let bases = Bases {
+            arena: arena.ptr,
+            io: io.ptr,
+            kv: kv.ptr,
+            weights: weights_buf.ptr,
+            work: work_buf.ptr,
+        };
+        let launches = Lowerer {
+            dev,
+            g,
+            plan: &plan,
+            bases,
+            work: work.clone(),
+        }
+        .lower()?;
+        let token_out = plan.io_bytes.div_ceil(16) * 16;
+        let host_io = dev.alloc_pinned(token_out + 16, "the step inputs and next token")?;
+
+        let mut results = Vec::new();
+        for &r in g.results() {
+            let ty = g
+                .value_type(r)
+                .map_err(|e| CudaError::Graph(e.to_string()))?
+                .clone();
+            let (ptr, dtype) = if plan.is_const(r) {
+                let off = plan.const_places.get(&(r, Form::F32)).ok_or_else(|| {
+                    CudaError::Graph(format!(
+                        "constant result {} was not uploaded",
+                        plan.label(r)
+                    ))
+                })?;
+                (bases.weights + *off as u64, DType::F32)
+            } else {
+                let p = plan.places[&r];
+                let (region, offset) = plan.resolve(p);
+                let base = match region {
+                    Region::Arena(_) => bases.arena,
+                    Region::Io => bases.io,
+                    Region::Kv => bases.kv,
+                    Region::Weights => bases.weights,
+                };
+                (base + offset as u64, ty.dtype)
+            };
+            results.push(ResultSlot { ty, ptr, dtype });
+        }
+        let logits = results.iter().position(|r| r.ty.dtype == DType::F32);
+        let next_token = results
+            .iter()
+            .position(|r| r.ty.dtype == DType::I32 && r.ty.numel() == 1);
+        let input_offset = |name: &str| {
+            plan.inputs
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.offset)
+        };
+        let token_input = input_offset("token");
+        let position_input = input_offset("position");
+        let (token_limit, max_context) = limits(g, &plan);
+
+        // The self-feeding decode loop: next token -> token input, position + 1, history.
+        let history_len = max_context.unwrap_or(4096) + 1;
+        let (advance, history) = match (token_input, next_token) {
+            (Some(t), Some(r)) => {
+                let history = dev.alloc_zeroed(history_len * 4, "the decode-loop token history")?;
+                // Without a position input, history[0] (never a token slot) counts the positions.
+                let pos_ptr = position_input.map_or(history.ptr, |p| io.ptr + p as u64);
+                let launch = Launch {
+                    op: "step_advance",
+                    node: "-".into(),
+                    kernel: "step_advance".into(),
+                    func: dev.kernel("elementwise.cu", "step_advance", &[])?,
+                    grid: (1, 1, 1),
+                    block: (32, 1, 1),
+                    smem: 0,
+                    args: vec![
+                        crate::launch::KArg::Ptr(results[r].ptr),
+                        crate::launch::KArg::Ptr(io.ptr + t as u64),
+                        crate::launch::KArg::Ptr(pos_ptr),
+                        crate::launch::KArg::Ptr(history.ptr),
+                        crate::launch::KArg::I32(history_len as i32),
+                    ],
+                    bytes: 16,
+                    bytes_per_kv_row: 0,
+                    prefetch_arg: None,
+                    weight_range: None,
+                    detail: String::new(),
+                };
+                (Some(launch), Some(history))
+            }
+            _ => (None, None),
+        };
+
+        let mut exec = CudaExecutor {
+            dev: dev.clone(),
+            plan,
+            launches,
+            _arena: arena,
+            io,
+            kv,
+            _weights: weights_buf,
+            _work: work_buf,
+            host_io,
+            token_out,
+            token_input,
+            position_input,
+            results,
+            logits,
+            next_token,
+            token_limit,
+            max_context,
+            weight_bytes,
+            graph: None,
+            opts,
+            advance,
+            history,
+            history_len,
+            loop_graph: None,
+        };
+        if opts.use_graph {
+            exec.capture()?;
+        }
+        Ok(exec)
+    }
+
+    /// Kernel launches per decode step.
+    pub fn launches_per_step(&self) -> usize {
+        self.launches.len()
+    }
+
+    /// The launch list (for inspection and reports).
+    pub fn launches(&self) -> &[Launch] {
+        &self.launches
+    }
+
+    /// Bytes of constants uploaded to the device (weights in the forms the kernels read).
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// Bytes every launch of a step at `position` reads and writes (weights, activations, KV rows).
+    pub fn bytes_per_step(&self, position: usize) -> usize {
+        self.launches.iter().map(|l| l.bytes_at(position)).sum()
+    }
+
+    /// Device bytes held: `(arena, kv caches, weights)`.
+    pub fn memory_bytes(&self) -> (usize, usize, usize) {
+        (
+            self.plan.arena_bytes,
+            self.plan.kv_bytes,
+            self.plan.weights_bytes,
+        )
+    }
+
+    /// The largest position a step accepts plus one (the KV caches' `max_context`), if the graph has
+    /// attention.
+    pub fn max_context(&self) -> Option<usize> {
+        self.max_context
+    }
+
+    /// Whether steps replay a CUDA graph.
+    pub fn uses_graph(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// Runs one decode step for `token` at `position` and returns the greedy next token: the graph's
+    /// i32 result (its `argmax`, computed on the device; 4 bytes come back), or, for a graph without
+    /// one, the host argmax of its f32 result.
+    ///
+    /// Errors: [`CudaError::BadArgument`] for a token outside the embedding table or a position
+    /// `>= max_context`; [`CudaError::Graph`] when the graph has no `token`/`position` input or no
+    /// result to pick a token from; driver errors (a faulting kernel shows up here).
+    pub fn step(&mut self, token: u32, position: usize) -> Result<u32, CudaError> {
+        self.run_step(token, position)?;
+        if self.next_token.is_some() {
+            let bytes = self.host_io.read(self.token_out, 4);
+            let id = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            return u32::try_from(id)
+                .map_err(|_| CudaError::Graph(format!("the argmax result is negative ({id})")));
+        }
+        let logits = self.read_logits()?;
+        host_argmax(&logits)
+            .ok_or_else(|| CudaError::Graph("the logits result is empty or all NaN".into()))
+    }
+
+    /// Runs one decode step and copies the f32 result (the logits `[1, vocab]`) back.
+    ///
+    /// Errors: as [`CudaExecutor::step`]; [`CudaError::Graph`] when the graph has no f32 result.
+    pub fn step_logits(&mut self, token: u32, position: usize) -> Result<Vec<f32>, CudaError> {
+        self.run_step(token, position)?;
+        self.read_logits()
+    }
+
+    /// Greedy decoding on the device: starting from `token` at `position`, runs `n` steps in which
+    /// each step's next token (the graph's argmax) becomes the next step's token and the position
+    /// advances, with no host work between steps (in graph mode, `n` back-to-back replays of the step
+    /// recorded with a final `step_advance` launch). Returns the `n` generated tokens, the one for
+    /// position `position + 1` first, after one synchronisation.
+    ///
+    /// Errors: [`CudaError::Graph`] when the graph lacks `token` / `position` inputs or an i32
+    /// next-token result; [`CudaError::BadArgument`] when `position + n` exceeds `max_context` or the
+    /// token is outside the embedding table; driver errors.
+    pub fn decode_greedy(
+        &mut self,
+        token: u32,
+        position: usize,
+        n: usize,
+    ) -> Result<Vec<u32>, CudaError> {
+        let Some(advance) = self.advance.clone() else {
+            return Err(CudaError::Graph(
+                "decode_greedy needs a `token` input and an i32[1] next-token result".into(),
+            ));
+        };
+        if position + n > self.history_len - 1 {
+            return Err(CudaError::BadArgument(format!(
+                "decoding {n} tokens from position {position} passes max_context {}",
+                self.history_len - 1
+            )));
+        }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.write_step_inputs(token, position)?;
+        self.dev.bind()?;
+        let stream = self.dev.cu_stream();
+        self.copy_inputs_in(stream)?;
+        if self.position_input.is_none() {
+            if let Some(h) = &self.history {
+                let p = [position as i32];
+                // SAFETY: history holds at least one i32; the copy is synchronous.
+                unsafe { result::memcpy_htod_sync(h.ptr, &p) }
+                    .ctx(|| "setting the decode-loop position counter".into())?;
+            }
+        }
+        if self.opts.use_graph && self.loop_graph.is_none() {
+            let s = self.dev.inner.stream.clone();
+            s.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .ctx(|| "starting the capture of the decode loop".into())?;
+            let enqueued = self.enqueue_launches(self.opts.pdl, false, Some(&advance));
+            let ended = s.end_capture(sys::CUgraphInstantiate_flags(0));
+            enqueued?;
+            let graph = ended
+                .ctx(|| "ending the capture of the decode loop".into())?
+                .ok_or_else(|| CudaError::Graph("the captured decode loop is empty".into()))?;
+            graph
+                .upload()
+                .ctx(|| "uploading the decode-loop CUDA graph".into())?;
+            self.loop_graph = Some(graph);
+        }
+        for _ in 0..n {
+            match &self.loop_graph {
+                Some(graph) => graph
+                    .launch()
+                    .ctx(|| "launching the decode-loop CUDA graph".into())?,
+                None => self.enqueue_launches(
+                    self.opts.pdl,
+                    self.opts.sync_each_launch,
+                    Some(&advance),
+                )?,
+            }
+        }
+        self.dev.sync("the decode loop")?;
+        let history = self
+            .history
+            .as_ref()
+            .ok_or_else(|| CudaError::Graph("the decode-loop history is missing".into()))?;
+        let mut out = vec![0i32; n];
+        // SAFETY: `history` holds `history_len` i32 and `position + n < history_len`.
+        unsafe { result::memcpy_dtoh_sync(&mut out, history.ptr + 4 * (position as u64 + 1)) }
+            .ctx(|| "copying the decoded tokens to the host".into())?;
+        out.iter()
+            .map(|&t| {
+                u32::try_from(t)
+                    .map_err(|_| CudaError::Graph(format!("negative token {t} decoded")))
+            })
+            .collect()
+    }
+
+    /// Runs one step with arbitrary inputs (by `input` leaf name, as
+    /// `braid_ir::interp::Interpreter::run` takes them) and returns every graph result in order.
+    /// Float results come back as f32, i32 results as i32.
+    ///
+    /// Errors: [`CudaError::BadArgument`] for a missing input, one given twice or of another type
+    /// than declared; driver errors.
+    pub fn run(&mut self, inputs: &[(&str, Tensor)]) -> Result<Vec<Tensor>, CudaError> {
+        let slots = self.plan.inputs.clone();
+        for slot in &slots {
+            let mut given = inputs.iter().filter(|(n, _)| *n == slot.name);
+            let t = given.next().map(|(_, t)| t).ok_or_else(|| {
+                CudaError::BadArgument(format!("input `{}` ({}) was not given", slot.name, slot.ty))
+            })?;
+            if given.next().is_some() {
+                return Err(CudaError::BadArgument(format!(
+                    "input `{}` is given twice",
+                    slot.name
+                )));
+            }
+            if t.ty != slot.ty {
+                return Err(CudaError::BadArgument(format!(
+                    "input `{}` is {}, but the graph declares {}",
+                    slot.name, t.ty, slot.ty
+                )));
+            }
+            let bytes: Vec<u8> = match slot.ty.dtype {
+                DType::I32 => t.ints.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                DType::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                DType::BF16 => t
+                    .data
+                    .iter()
+                    .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                DType::F16 => t
+                    .data
+                    .iter()
+                    .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            };
+            if bytes.len() != slot.ty.size_bytes() {
+                return Err(CudaError::BadArgument(format!(
+                    "input `{}` {} holds {} bytes of data, expected {}",
+                    slot.name,
+                    slot.ty,
+                    bytes.len(),
+                    slot.ty.size_bytes()
+                )));
+            }
+            if let (Some(p), "position") = (self.max_context, slot.name.as_str()) {
+                let pos = t.ints.first().copied().unwrap_or(-1);
+                if pos < 0 || pos as usize >= p {
+                    return Err(CudaError::BadArgument(format!(
+                        "position {pos} is outside the KV caches (max_context {p})"
+                    )));
+                }
+            }
+            self.host_io.write(slot.offset, &bytes);
+        }
+        self.launch_step()?;
+        (0..self.results.len())
+            .map(|i| self.read_result(i))
+            .collect()
+    }
+
+    /// Zeroes every KV cache (a new sequence).
+    pub fn reset(&mut self) -> Result<(), CudaError> {
+        self.dev.bind()?;
+        // SAFETY: `kv` is a live allocation of `len` bytes; no step is in flight (steps synchronise).
+        unsafe { result::memset_d8_async(self.kv.ptr, 0, self.kv.len, self.dev.cu_stream()) }
+            .ctx(|| "zeroing the KV caches".into())?;
+        self.dev.sync("zeroing the KV caches")
+    }
+
+    /// Profiles `steps` decode steps (positions `0..steps`, each feeding back the previous next token,
+    /// after one untimed warm-up step). Per-launch times come from a CUDA graph of the step with an
+    /// event-record node between every two launches (launched without PDL), so each kernel is timed
+    /// on the device alone, free of host launch gaps. The step time is that of the executor's own
+    /// path (graph replay or eager launches) over the same positions. Resets the KV caches before and
+    /// after.
+    ///
+    /// Errors: as [`CudaExecutor::step`]; `steps` larger than `max_context`.
+    pub fn profile(&mut self, steps: usize) -> Result<Profile, CudaError> {
+        let steps = steps.max(1);
+        if let Some(max) = self.max_context {
+            if steps > max {
+                return Err(CudaError::BadArgument(format!(
+                    "profiling {steps} steps needs max_context >= {steps}, the KV caches hold {max}"
+                )));
+            }
+        }
+        self.dev.bind()?;
+        let ctx = self.dev.inner.ctx.clone();
+        let n = self.launches.len();
+        let events = (0..=n)
+            .map(|_| ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)))
+            .collect::<Result<Vec<_>, _>>()
+            .ctx(|| "creating timing events".into())?;
+
+        // The timing graph: inputs in, (event, launch)*, event, token out.
+        let stream = self.dev.inner.stream.clone();
+        stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .ctx(|| "starting the capture of the profiling graph".into())?;
+        let enqueued = (|| -> Result<(), CudaError> {
+            let cu = stream.cu_stream();
+            self.copy_inputs_in(cu)?;
+            for (i, l) in self.launches.iter().enumerate() {
+                record_external(&events[i], cu)?;
+                l.enqueue(cu, false)?;
+            }
+            record_external(&events[n], cu)?;
+            self.copy_token_out(cu)
+        })();
+        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        enqueued?;
+        let timing = ended
+            .ctx(|| "ending the capture of the profiling graph".into())?
+            .ok_or_else(|| CudaError::Graph("the profiling graph is empty".into()))?;
+
+        let mut per_launch = vec![0.0f64; n];
+        let mut bytes = vec![0usize; n];
+        let mut token = 0u32;
+        let mut tokens = Vec::with_capacity(steps);
+        self.reset()?;
+        for s in 0..=steps {
+            let position = s.saturating_sub(1);
+            if s == 1 {
+                self.reset()?;
+            }
+            self.write_step_inputs(token, position)?;
+            timing
+                .launch()
+                .ctx(|| "launching the profiling graph".into())?;
+            self.dev.sync("a profiled decode step")?;
+            if s > 0 {
+                tokens.push(token);
+                for (i, l) in self.launches.iter().enumerate() {
+                    let ms = events[i]
+                        .elapsed_ms(&events[i + 1])
+                        .ctx(|| format!("reading the time of kernel `{}`", l.kernel))?;
+                    per_launch[i] += ms as f64;
+                    bytes[i] += l.bytes_at(position);
+                }
+            }
+            token = self.read_next_token(token);
+        }
+
+        // The executor's own step time over the same inputs.
+        let (start, end) = (&events[0], &events[n]);
+        let mut step_ms = 0.0f64;
+        self.reset()?;
+        for (position, &t) in tokens.iter().enumerate() {
+            self.write_step_inputs(t, position)?;
+            start
+                .record(&self.dev.inner.stream)
+                .ctx(|| "recording an event".into())?;
+            if let Some(graph) = &self.graph {
+                graph
+                    .launch()
+                    .ctx(|| "launching the decode-step CUDA graph".into())?;
+            } else {
+                self.enqueue_step(self.opts.pdl, false)?;
+            }
+            end.record(&self.dev.inner.stream)
+                .ctx(|| "recording an event".into())?;
+            self.dev.sync("a timed decode step")?;
+            step_ms += start
+                .elapsed_ms(end)
+                .ctx(|| "reading the step time".into())? as f64;
+        }
+        self.reset()?;
+
+        let mut groups: HashMap<(String, String), (usize, f64, usize)> = HashMap::new();
+        for (i, l) in self.launches.iter().enumerate() {
+            let kernel = if l.detail.is_empty() {
+                l.kernel.clone()
+            } else {
+                format!("{} {}", l.kernel, l.detail)
+            };
+            let e = groups
+                .entry((l.op.to_string(), kernel))
+                .or_insert((0, 0.0, 0));
+            e.0 += 1;
+            e.1 += per_launch[i];
+            e.2 += bytes[i];
+        }
+        let total_ms: f64 = per_launch.iter().sum();
+        let mut rows: Vec<ProfileRow> = groups
+            .into_iter()
+            .map(|((op, kernel), (calls, ms, b))| ProfileRow {
+                op,
+                kernel,
+                calls,
+                us_per_call: ms * 1e3 / (steps * calls) as f64,
+                percent: if total_ms > 0.0 {
+                    100.0 * ms / total_ms
+                } else {
+                    0.0
+                },
+                gb_per_s: if ms > 0.0 {
+                    b as f64 / (ms * 1e-3) / 1e9
+                } else {
+                    0.0
+                },
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (b.us_per_call * b.calls as f64)
+                .total_cmp(&(a.us_per_call * a.calls as f64))
+                .then(a.op.cmp(&b.op))
+        });
+        Ok(Profile {
+            steps,
+            graph: self.graph.is_some(),
+            step_us: step_ms * 1e3 / steps as f64,
+            kernel_us: total_ms * 1e3 / steps as f64,
+            launches: n,
+            bytes_per_step: self.bytes_per_step(steps / 2),
+            rows,
+        })
+    }
+
+    /// The next token the last step wrote to pinned memory, clamped into the embedding table, or
+    /// `fallback` when the graph has no i32 result.
+    fn read_next_token(&self, fallback: u32) -> u32 {
+        if self.next_token.is_none() {
+            return fallback;
+        }
+        let b = self.host_io.read(self.token_out, 4);
+        let mut t = i32::from_le_bytes([b[0], b[1], b[2], b[3]]).max(0) as u32;
+        if let Some(limit) = self.token_limit {
+            t = t.min(limit.saturating_sub(1) as u32);
+        }
+        t
+    }
+
+    // ---- internals ----
+
+    fn write_step_inputs(&mut self, token: u32, position: usize) -> Result<(), CudaError> {
+        let Some(t_off) = self.token_input else {
+            return Err(CudaError::Graph(
+                "step() needs the graph input `token` (i32[1]); use run() for other inputs".into(),
+            ));
+        };
+        if let Some(limit) = self.token_limit {
+            if token as usize >= limit {
+                return Err(CudaError::BadArgument(format!(
+                    "token {token} is outside the embedding table ({limit} rows)"
+                )));
+            }
+        }
+        if let Some(max) = self.max_context {
+            if position >= max {
+                return Err(CudaError::BadArgument(format!(
+                    "position {position} is outside the KV caches (max_context {max})"
+                )));
+            }
+        }
+        let t = i32::try_from(token)
+            .map_err(|_| CudaError::BadArgument(format!("token {token} does not fit in i32")))?;
+        let p = i32::try_from(position).map_err(|_| {
+            CudaError::BadArgument(format!("position {position} does not fit in i32"))
+        })?;
+        let expected = 1 + self.position_input.is_some() as usize;
+        if self.plan.inputs.len() != expected {
+            let others: Vec<&str> = self
+                .plan
+                .inputs
+                .iter()
+                .map(|s| s.name.as_str())
+                .filter(|n| *n != "token" && *n != "position")
+                .collect();
+            return Err(CudaError::Graph(format!(
+                "step() feeds only `token` and `position`, but the graph also has inputs {others:?}; use run()"
+            )));
+        }
+        self.host_io.write(t_off, &t.to_le_bytes());
+        if let Some(p_off) = self.position_input {
+            self.host_io.write(p_off, &p.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    fn run_step(&mut self, token: u32, position: usize) -> Result<(), CudaError> {
+        self.write_step_inputs(token, position)?;
+        self.launch_step()
+    }
+
+    /// Runs the step (graph replay or eager launches) on the staged inputs and waits for it.
+    fn launch_step(&mut self) -> Result<(), CudaError> {
+        self.dev.bind()?;
+        if let Some(graph) = &self.graph {
+            graph
+                .launch()
+                .ctx(|| "launching the decode-step CUDA graph".into())?;
+        } else {
+            self.enqueue_step(self.opts.pdl, self.opts.sync_each_launch)?;
+        }
+        self.dev.sync("the decode step")
+    }
+
+    fn copy_inputs_in(&self, stream: sys::CUstream) -> Result<(), CudaError> {
+        if self.plan.io_bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: both buffers hold at least `io_bytes`; the pinned source stays alive and unwritten
+        // until the step is synchronised.
+        unsafe {
+            sys::cuMemcpyHtoDAsync_v2(
+                self.io.ptr,
+                self.host_io.ptr as *const std::ffi::c_void,
+                self.plan.io_bytes,
+                stream,
+            )
+        }
+        .result()
+        .ctx(|| "copying the step inputs to the device".into())
+    }
+
+    fn copy_token_out(&self, stream: sys::CUstream) -> Result<(), CudaError> {
+        let Some(t) = self.next_token else {
+            return Ok(());
+        };
+        let src = self.results[t].ptr;
+        // SAFETY: the pinned destination has 16 bytes at `token_out`; the source is the 4-byte i32
+        // result, alive as long as the executor.
+        unsafe {
+            sys::cuMemcpyDtoHAsync_v2(
+                self.host_io.ptr.add(self.token_out) as *mut std::ffi::c_void,
+                src,
+                4,
+                stream,
+            )
+        }
+        .result()
+        .ctx(|| "copying the next token to the host".into())
+    }
+
+    /// Enqueues one step: inputs in, every launch, next token out.
+    fn enqueue_step(&self, pdl: bool, sync_each: bool) -> Result<(), CudaError> {
+        let stream = self.dev.cu_stream();
+        self.copy_inputs_in(stream)?;
+        self.enqueue_launches(pdl, sync_each, None)?;
+        self.copy_token_out(stream)
+    }
+
+    /// Enqueues every launch of the step, then `tail` (the decode-loop advance) if given.
+    fn enqueue_launches(
+        &self,
+        pdl: bool,
+        sync_each: bool,
+        tail: Option<&Launch>,
+    ) -> Result<(), CudaError> {
+        let stream = self.dev.cu_stream();
+        for (i, l) in self.launches.iter().chain(tail).enumerate() {
+            // The first kernel follows a copy or another graph, not a kernel: launch it plainly.
+            l.enqueue(stream, pdl && i > 0)?;
+            if sync_each {
+                self.dev
+                    .sync(&format!("kernel `{}` of {} = {}", l.kernel, l.node, l.op))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn capture(&mut self) -> Result<(), CudaError> {
+        self.dev.bind()?;
+        let stream = self.dev.inner.stream.clone();
+        stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .ctx(|| "starting the capture of the decode step".into())?;
+        let enqueued = self.enqueue_step(self.opts.pdl, false);
+        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        enqueued?;
+        let graph = ended
+            .ctx(|| "ending the capture of the decode step".into())?
+            .ok_or_else(|| CudaError::Graph("the captured decode step is empty".into()))?;
+        graph
+            .upload()
+            .ctx(|| "uploading the decode-step CUDA graph".into())?;
+        self.graph = Some(graph);
+        Ok(())
+    }
+
+    fn read_logits(&self) -> Result<Vec<f32>, CudaError> {
+        let i = self
+            .logits
+            .ok_or_else(|| CudaError::Graph("the graph has no f32 result (logits)".into()))?;
+        Ok(self.read_result(i)?.data)
+    }
+
+    fn read_result(&self, i: usize) -> Result<Tensor, CudaError> {
+        let r = &self.results[i];
+        let n = r.ty.numel();
+        self.dev.bind()?;
+        match r.dtype {
+            DType::I32 => {
+                let mut out = vec![0i32; n];
+                // SAFETY: the result holds `n` i32 at `ptr`; the copy is synchronous.
+                unsafe { result::memcpy_dtoh_sync(&mut out, r.ptr) }
+                    .ctx(|| format!("copying result {i} ({}) to the host", r.ty))?;
+                Ok(Tensor::i32(r.ty.shape.clone(), out))
+            }
+            DType::F32 => {
+                let mut out = vec![0f32; n];
+                // SAFETY: the result holds `n` f32 at `ptr`; the copy is synchronous.
+                unsafe { result::memcpy_dtoh_sync(&mut out, r.ptr) }
+                    .ctx(|| format!("copying result {i} ({}) to the host", r.ty))?;
+                Ok(Tensor::f32(r.ty.shape.clone(), out))
+            }
+            DType::BF16 | DType::F16 => {
+                let mut raw = vec![0u16; n];
+                // SAFETY: the result holds `n` 16-bit values at `ptr`; the copy is synchronous.
+                unsafe { result::memcpy_dtoh_sync(&mut raw, r.ptr) }
+                    .ctx(|| format!("copying result {i} ({}) to the host", r.ty))?;
+                let data = raw
+                    .iter()
+                    .map(|&b| {
+                        if r.dtype == DType::BF16 {
+                            bf16::from_bits(b).to_f32()
+                        } else {
+                            f16::from_bits(b).to_f32()
+                        }
+                    })
+                    .collect();
+                Ok(Tensor::f32(r.ty.shape.clone(), data))
+            }
+        }
+    }
+}
+
+/// Records `event` as an event-record node of the graph being captured on `stream`.
+fn record_external(
+    event: &cudarc::driver::CudaEvent,
+    stream: sys::CUstream,
+) -> Result<(), CudaError> {
+    // SAFETY: the event and the stream are live and belong to the same context.
+    unsafe {
+        sys::cuEventRecordWithFlags(
+            event.cu_event(),
+            stream,
+            sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32,
+        )
+    }
+    .result()
+    .ctx(|| "recording a timing event in the profiling graph".into())
+}
+
+/// `(token limit, max_context)`: the fewest rows of an embedding table fed by the `token` input, and
+/// the fewest rows of a KV cache read by attention.
+fn limits(g: &Graph, plan: &MemoryPlan) -> (Option<usize>, Option<usize>) {
+    let token = plan
+        .order
+        .iter()
+        .copied()
+        .find(|n| matches!(&g.node(n.node).map(|x| &x.op), Some(Op::Input { name, .. }) if name == "token"));
+    let mut token_limit: Option<usize> = None;
+    let mut max_context: Option<usize> = None;
+    for &n in &plan.order {
+        let Some(node) = g.node(n.node) else { continue };
+        let ins = g.inputs(n.node);
+        match node.op {
+            Op::Embedding if Some(ins[1].node) == token.map(|t| t.node) => {
+                if let Ok(t) = g.value_type(ins[0]) {
+                    token_limit = Some(token_limit.map_or(t.shape[0], |l| l.min(t.shape[0])));
+                }
+            }
+            Op::Attention { .. } => {
+                if let Ok(t) = g.value_type(ins[3]) {
+                    max_context = Some(max_context.map_or(t.shape[0], |m| m.min(t.shape[0])));
+                }
+            }
+            _ => {}
+        }
+    }
+    (token_limit, max_context)
+}
+
+/// Index of the largest element, first on ties, NaN skipped.
+fn host_argmax(x: &[f32]) -> Option<u32> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in x.iter().enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_argmax_takes_the_first_maximum_and_skips_nan() {
+        assert_eq!(host_argmax(&[1.0, 3.0, 3.0, -1.0]), Some(1));
+        assert_eq!(host_argmax(&[f32::NAN, -2.0, -1.0]), Some(2));
+        assert_eq!(host_argmax(&[]), None);
+    }
+
+    #[test]
+    fn default_options_replay_a_graph_with_pdl() {
+        let o = ExecOptions::default();
+        assert!(o.use_graph && o.pdl && !o.sync_each_launch);
+    }
+}

@@ -1,0 +1,615 @@
+//! Every kernel against the reference interpreter (`braid_ir::interp`) on fresh random inputs at
+//! Qwen3-0.6B's sizes (hidden 1024, heads 16/8, head_dim 128, intermediate 3072, vocab 151936).
+//! Each graph runs eagerly and as a replayed CUDA graph; the two must agree bit for bit.
+//!
+//! Run on a GPU machine: `cargo test -p braid-backend-cuda --test gpu_ops -- --ignored`.
+
+mod common;
+
+use braid_backend_cuda::{CudaExecutor, ExecOptions};
+use braid_ir::interp::Interpreter;
+use braid_ir::{DType, Graph, Op, Tensor, TensorType, Value};
+use common::*;
+
+/// Relative L2 bound for f32 arithmetic on f32 or bf16-upcast operands (only the summation order
+/// differs from the interpreter).
+const TOL: f64 = 1e-4;
+/// Attention sums up to `max_context` terms; the interpreter's sequential f32 sums drift by ~1e-4
+/// over 20k rows.
+const TOL_ATTENTION: f64 = 1e-3;
+
+type Step = Vec<(String, Tensor)>;
+
+/// Runs `steps` through the interpreter, an eager executor and a graph executor; compares every
+/// result (relative L2 `<= tol` for floats, equality for ints, eager == graph bit for bit).
+fn check(label: &str, g: &Graph, w: &Weights, steps: &[Step], tol: f64) {
+    let dev = device();
+    let mut interp = Interpreter::new(w);
+    let eager_opts = ExecOptions {
+        use_graph: false,
+        pdl: true,
+        sync_each_launch: true,
+    };
+    let mut eager =
+        CudaExecutor::new(&dev, g, w, eager_opts).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let mut graph = CudaExecutor::new(&dev, g, w, ExecOptions::default())
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    assert!(graph.uses_graph());
+    let mut worst = 0.0f64;
+    for (s, step) in steps.iter().enumerate() {
+        let ins: Vec<(&str, Tensor)> = step.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let want = interp
+            .run(g, &ins)
+            .unwrap_or_else(|e| panic!("{label} step {s}: interpreter: {e}"));
+        let got = eager
+            .run(&ins)
+            .unwrap_or_else(|e| panic!("{label} step {s}: eager: {e}"));
+        let replay = graph
+            .run(&ins)
+            .unwrap_or_else(|e| panic!("{label} step {s}: graph: {e}"));
+        assert_eq!(got.len(), want.len());
+        for (r, ((a, b), c)) in got.iter().zip(&want).zip(&replay).enumerate() {
+            assert_eq!(a.ty, b.ty, "{label} step {s} result {r}: type");
+            if b.ty.dtype == DType::I32 {
+                assert_eq!(a.ints, b.ints, "{label} step {s} result {r}: ints");
+            } else {
+                let err = rel_l2(&a.data, &b.data);
+                worst = worst.max(err);
+                assert!(
+                    err <= tol,
+                    "{label} step {s} result {r}: relative L2 {err:.3e} > {tol:e}"
+                );
+            }
+            let same = a
+                .data
+                .iter()
+                .zip(&c.data)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+                && a.ints == c.ints;
+            assert!(
+                same,
+                "{label} step {s} result {r}: graph replay differs from eager"
+            );
+        }
+    }
+    println!(
+        "ok  {label}: {} step(s), worst relative L2 {worst:.2e}, {} launch(es)",
+        steps.len(),
+        eager.launches_per_step()
+    );
+}
+
+fn f32_input(g: &mut Graph, name: &str, shape: &[usize]) -> Value {
+    input(g, name, TensorType::new(DType::F32, shape.to_vec()))
+}
+
+fn rand_tensor(rng: &mut Rng, shape: &[usize], scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    Tensor::f32(shape.to_vec(), rng.vec(n, scale))
+}
+
+fn pos_tensor(p: i32) -> Tensor {
+    Tensor::i32([1], vec![p])
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn embedding_upcasts_rows_of_every_table_dtype() {
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        let mut rng = Rng::new(1);
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let vocab = if dtype == DType::BF16 { 151_936 } else { 4096 };
+        let table = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "embed",
+            dtype,
+            &[vocab, 1024],
+            1.0,
+        );
+        let tok = input(&mut g, "token", TensorType::new(DType::I32, [1]));
+        let e = op(&mut g, Op::Embedding, &[table, tok]);
+        g.set_results(vec![e]);
+        let steps: Vec<Step> = [0, vocab - 1, rng.below(vocab), rng.below(vocab)]
+            .iter()
+            .map(|&t| vec![("token".to_string(), Tensor::i32([1], vec![t as i32]))])
+            .collect();
+        check(
+            &format!("embedding {dtype}[{vocab}, 1024]"),
+            &g,
+            &w,
+            &steps,
+            0.0,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn rms_norm_over_rows_and_heads() {
+    for (shape, dtype) in [
+        (vec![1, 1024], DType::BF16),
+        (vec![16, 128], DType::F32),
+        (vec![8, 128], DType::BF16),
+    ] {
+        let mut rng = Rng::new(2);
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let d = *shape.last().expect("rank 2");
+        let x = f32_input(&mut g, "x", &shape);
+        let nw = norm_weight(&mut g, &mut w, &mut rng, "norm", dtype, d);
+        let y = op(&mut g, Op::RmsNorm { eps: 1e-6 }, &[x, nw]);
+        g.set_results(vec![y]);
+        let steps: Vec<Step> = (0..3)
+            .map(|_| vec![("x".into(), rand_tensor(&mut rng, &shape, 3.0))])
+            .collect();
+        check(
+            &format!("rms_norm f32{shape:?} weight {dtype}"),
+            &g,
+            &w,
+            &steps,
+            TOL,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn matmul_gemv_for_every_weight_dtype_and_shape() {
+    let cases: &[(usize, usize, usize, DType)] = &[
+        (1, 1024, 4096, DType::BF16),    // qkv
+        (1, 2048, 1024, DType::BF16),    // o_proj
+        (1, 1024, 6144, DType::BF16),    // gate_up
+        (1, 3072, 1024, DType::BF16),    // down
+        (1, 1024, 151_936, DType::BF16), // lm_head
+        (1, 1024, 6152, DType::F16),     // two rows per warp, a ragged last group
+        (1, 1024, 1024, DType::F16),
+        (1, 1024, 1024, DType::F32),
+        (3, 1024, 512, DType::BF16), // several rows of x
+        (1, 1001, 300, DType::BF16), // k not a multiple of 8: scalar path
+        (2, 1002, 77, DType::F32),   // scalar path, f32
+    ];
+    for &(m, k, n, dtype) in cases {
+        let mut rng = Rng::new(3 + k as u64);
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let x = f32_input(&mut g, "x", &[m, k]);
+        let wt = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "w",
+            dtype,
+            &[n, k],
+            (3.0 / k as f32).sqrt(),
+        );
+        let y = op(&mut g, Op::MatMul, &[x, wt]);
+        g.set_results(vec![y]);
+        let steps: Vec<Step> = (0..2)
+            .map(|_| vec![("x".into(), rand_tensor(&mut rng, &[m, k], 2.0))])
+            .collect();
+        check(
+            &format!("matmul f32[{m}, {k}] x {dtype}[{n}, {k}]"),
+            &g,
+            &w,
+            &steps,
+            TOL,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn fused_gemv_prologues_and_epilogues() {
+    let mut rng = Rng::new(4);
+    // fused_rms_norm_matmul with a packed (folded) qkv weight.
+    {
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let x = f32_input(&mut g, "x", &[1, 1024]);
+        let ln = norm_weight(&mut g, &mut w, &mut rng, "ln", DType::BF16, 1024);
+        let wq = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wq",
+            DType::BF16,
+            &[2048, 1024],
+            0.05,
+        );
+        let wk = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wk",
+            DType::BF16,
+            &[1024, 1024],
+            0.05,
+        );
+        let wv = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wv",
+            DType::BF16,
+            &[1024, 1024],
+            0.05,
+        );
+        let qkv = op(&mut g, Op::Concat { axis: 0 }, &[wq, wk, wv]);
+        let y = op(&mut g, Op::FusedRmsNormMatmul { eps: 1e-6 }, &[x, ln, qkv]);
+        // A gate/up-sized one too (6144 rows: the two-rows-per-warp kernel).
+        let gu = op(&mut g, Op::Concat { axis: 0 }, &[qkv, wq]);
+        let y2 = op(&mut g, Op::FusedRmsNormMatmul { eps: 1e-6 }, &[x, ln, gu]);
+        g.set_results(vec![y, y2]);
+        let steps: Vec<Step> = (0..3)
+            .map(|_| vec![("x".into(), rand_tensor(&mut rng, &[1, 1024], 4.0))])
+            .collect();
+        check(
+            "fused_rms_norm_matmul f32[1, 1024] x concat(bf16 q, k, v)",
+            &g,
+            &w,
+            &steps,
+            TOL,
+        );
+    }
+    // fused_matmul_add (o_proj + residual).
+    {
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let x = f32_input(&mut g, "x", &[1, 2048]);
+        let r = f32_input(&mut g, "r", &[1, 1024]);
+        let wo = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wo",
+            DType::BF16,
+            &[1024, 2048],
+            0.04,
+        );
+        let y = op(&mut g, Op::FusedMatmulAdd, &[x, wo, r]);
+        g.set_results(vec![y]);
+        let steps: Vec<Step> = (0..3)
+            .map(|_| {
+                vec![
+                    ("x".into(), rand_tensor(&mut rng, &[1, 2048], 1.0)),
+                    ("r".into(), rand_tensor(&mut rng, &[1, 1024], 1.0)),
+                ]
+            })
+            .collect();
+        check(
+            "fused_matmul_add f32[1, 2048] x bf16[1024, 2048] + r",
+            &g,
+            &w,
+            &steps,
+            TOL,
+        );
+    }
+    // fused_gated_mlp (SwiGLU + down + residual).
+    {
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let gu = f32_input(&mut g, "gu", &[1, 6144]);
+        let r = f32_input(&mut g, "r", &[1, 1024]);
+        let wd = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wd",
+            DType::BF16,
+            &[1024, 3072],
+            0.03,
+        );
+        let y = op(&mut g, Op::FusedGatedMlp, &[gu, wd, r]);
+        g.set_results(vec![y]);
+        let steps: Vec<Step> = (0..3)
+            .map(|_| {
+                vec![
+                    ("gu".into(), rand_tensor(&mut rng, &[1, 6144], 3.0)),
+                    ("r".into(), rand_tensor(&mut rng, &[1, 1024], 1.0)),
+                ]
+            })
+            .collect();
+        check(
+            "fused_gated_mlp f32[1, 6144] x bf16[1024, 3072] + r",
+            &g,
+            &w,
+            &steps,
+            TOL,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn elementwise_split_and_concat() {
+    let mut rng = Rng::new(5);
+    let mut g = Graph::new();
+    let w = Weights::new();
+    let a = f32_input(&mut g, "a", &[1, 3072]);
+    let b = f32_input(&mut g, "b", &[1, 3072]);
+    let s = op(&mut g, Op::Silu, &[a]);
+    let m = op(&mut g, Op::Mul, &[s, b]);
+    let sum = op(&mut g, Op::Add, &[m, a]);
+    // A split that is not a view (axis 1 of [2, 1536]) and a concat of activations.
+    let r = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![2, 1536],
+        },
+        &[sum],
+    );
+    let sp = g
+        .add(
+            Op::Split {
+                axis: 1,
+                sizes: vec![1000, 536],
+            },
+            &[r],
+        )
+        .expect("split");
+    let (p0, p1) = (
+        Value {
+            node: sp,
+            output: 0,
+        },
+        Value {
+            node: sp,
+            output: 1,
+        },
+    );
+    let cat = op(&mut g, Op::Concat { axis: 1 }, &[p1, p0]);
+    let cat0 = op(&mut g, Op::Concat { axis: 0 }, &[p0, p0]);
+    g.set_results(vec![sum, cat, cat0, p1]);
+    let steps: Vec<Step> = (0..3)
+        .map(|_| {
+            vec![
+                ("a".into(), rand_tensor(&mut rng, &[1, 3072], 6.0)),
+                ("b".into(), rand_tensor(&mut rng, &[1, 3072], 2.0)),
+            ]
+        })
+        .collect();
+    check("silu, mul, add, split (copy), concat", &g, &w, &steps, TOL);
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn rope_and_fused_qk_norm_rope_read_the_position_from_the_device() {
+    let mut rng = Rng::new(6);
+    let positions = [0, 1, 7, 1000, 40_000];
+    {
+        let mut g = Graph::new();
+        let w = Weights::new();
+        let x = f32_input(&mut g, "x", &[16, 128]);
+        let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
+        let y = op(&mut g, Op::Rope { theta: 1_000_000.0 }, &[x, p]);
+        g.set_results(vec![y]);
+        let steps: Vec<Step> = positions
+            .iter()
+            .map(|&p| {
+                vec![
+                    ("x".into(), rand_tensor(&mut rng, &[16, 128], 2.0)),
+                    ("position".into(), pos_tensor(p)),
+                ]
+            })
+            .collect();
+        check("rope f32[16, 128]", &g, &w, &steps, 1e-3);
+    }
+    {
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let q = f32_input(&mut g, "q", &[16, 128]);
+        let k = f32_input(&mut g, "k", &[8, 128]);
+        let qn = norm_weight(&mut g, &mut w, &mut rng, "qn", DType::BF16, 128);
+        let kn = norm_weight(&mut g, &mut w, &mut rng, "kn", DType::BF16, 128);
+        let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
+        let n = g
+            .add(
+                Op::FusedQkNormRope {
+                    eps: 1e-6,
+                    theta: 1_000_000.0,
+                },
+                &[q, k, qn, kn, p],
+            )
+            .expect("qk");
+        g.set_results(vec![
+            Value { node: n, output: 0 },
+            Value { node: n, output: 1 },
+        ]);
+        let steps: Vec<Step> = positions
+            .iter()
+            .map(|&p| {
+                vec![
+                    ("q".into(), rand_tensor(&mut rng, &[16, 128], 3.0)),
+                    ("k".into(), rand_tensor(&mut rng, &[8, 128], 3.0)),
+                    ("position".into(), pos_tensor(p)),
+                ]
+            })
+            .collect();
+        check(
+            "fused_qk_norm_rope f32[16, 128], f32[8, 128]",
+            &g,
+            &w,
+            &steps,
+            1e-3,
+        );
+    }
+}
+
+/// Attention over `steps` positions, each step with fresh q/k/v, then jumps to far positions (rows
+/// never written stay zero in both the device and the interpreter).
+fn attention_case(h: usize, kv: usize, d: usize, cache: DType, max_ctx: usize, steps: usize) {
+    let mut rng = Rng::new(7 + d as u64);
+    let mut g = Graph::new();
+    let w = Weights::new();
+    let q = f32_input(&mut g, "q", &[h, d]);
+    let k = f32_input(&mut g, "k", &[kv, d]);
+    let v = f32_input(&mut g, "v", &[kv, d]);
+    let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
+    let cty = TensorType::new(cache, [max_ctx, kv, d]);
+    let kc = g
+        .add1(
+            Op::KvCache {
+                name: "k_cache".into(),
+                ty: cty.clone(),
+            },
+            &[],
+        )
+        .expect("kc");
+    let vc = g
+        .add1(
+            Op::KvCache {
+                name: "v_cache".into(),
+                ty: cty,
+            },
+            &[],
+        )
+        .expect("vc");
+    let a = op(
+        &mut g,
+        Op::Attention {
+            scale: (d as f32).powf(-0.5),
+        },
+        &[q, k, v, kc, vc, p],
+    );
+    g.set_results(vec![a]);
+    let mut positions: Vec<usize> = (0..steps).collect();
+    positions.extend([max_ctx / 2, max_ctx - 1]);
+    let all: Vec<Step> = positions
+        .iter()
+        .map(|&p| {
+            vec![
+                ("q".into(), rand_tensor(&mut rng, &[h, d], 2.0)),
+                ("k".into(), rand_tensor(&mut rng, &[kv, d], 2.0)),
+                ("v".into(), rand_tensor(&mut rng, &[kv, d], 1.0)),
+                ("position".into(), pos_tensor(p as i32)),
+            ]
+        })
+        .collect();
+    check(
+        &format!("attention q[{h}, {d}] kv {kv} cache {cache}[{max_ctx}, {kv}, {d}]"),
+        &g,
+        &w,
+        &all,
+        TOL_ATTENTION,
+    );
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn attention_gqa_split_kv_for_every_cache_dtype() {
+    attention_case(16, 8, 128, DType::BF16, 512, 300);
+    attention_case(16, 8, 128, DType::F32, 4096, 80);
+    attention_case(16, 8, 128, DType::F16, 256, 40);
+    attention_case(16, 4, 64, DType::BF16, 1024, 70);
+    attention_case(8, 8, 256, DType::F32, 128, 40);
+    attention_case(32, 4, 128, DType::BF16, 40_960, 40);
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn fused_qk_norm_rope_folded_into_attention() {
+    let (h, kv, d, max_ctx) = (16, 8, 128, 256);
+    for cache in [DType::BF16, DType::F32] {
+        let mut rng = Rng::new(9);
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let q = f32_input(&mut g, "q", &[h, d]);
+        let k = f32_input(&mut g, "k", &[kv, d]);
+        let v = f32_input(&mut g, "v", &[kv, d]);
+        let qn = norm_weight(&mut g, &mut w, &mut rng, "qn", DType::BF16, d);
+        let kn = norm_weight(&mut g, &mut w, &mut rng, "kn", DType::BF16, d);
+        let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
+        let qk = g
+            .add(
+                Op::FusedQkNormRope {
+                    eps: 1e-6,
+                    theta: 1_000_000.0,
+                },
+                &[q, k, qn, kn, p],
+            )
+            .expect("qk");
+        let (qr, kr) = (
+            Value {
+                node: qk,
+                output: 0,
+            },
+            Value {
+                node: qk,
+                output: 1,
+            },
+        );
+        let cty = TensorType::new(cache, [max_ctx, kv, d]);
+        let kc = g
+            .add1(
+                Op::KvCache {
+                    name: "k_cache".into(),
+                    ty: cty.clone(),
+                },
+                &[],
+            )
+            .expect("kc");
+        let vc = g
+            .add1(
+                Op::KvCache {
+                    name: "v_cache".into(),
+                    ty: cty,
+                },
+                &[],
+            )
+            .expect("vc");
+        let a = op(
+            &mut g,
+            Op::Attention {
+                scale: (d as f32).powf(-0.5),
+            },
+            &[qr, kr, v, kc, vc, p],
+        );
+        g.set_results(vec![a]);
+        let steps: Vec<Step> = (0..100)
+            .chain([max_ctx - 1])
+            .map(|p| {
+                vec![
+                    ("q".into(), rand_tensor(&mut rng, &[h, d], 3.0)),
+                    ("k".into(), rand_tensor(&mut rng, &[kv, d], 3.0)),
+                    ("v".into(), rand_tensor(&mut rng, &[kv, d], 1.0)),
+                    ("position".into(), pos_tensor(p as i32)),
+                ]
+            })
+            .collect();
+        check(
+            &format!("fused_qk_norm_rope -> attention (one kernel), cache {cache}"),
+            &g,
+            &w,
+            &steps,
+            TOL_ATTENTION,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn argmax_takes_the_first_of_equal_maxima() {
+    for n in [151_936usize, 100] {
+        let mut rng = Rng::new(8);
+        let mut g = Graph::new();
+        let w = Weights::new();
+        let x = f32_input(&mut g, "x", &[1, n]);
+        let i = op(&mut g, Op::Argmax, &[x]);
+        g.set_results(vec![i]);
+        let steps: Vec<Step> = (0..4)
+            .map(|s| {
+                let mut t = rand_tensor(&mut rng, &[1, n], 10.0);
+                if s % 2 == 1 {
+                    let (a, b) = (rng.below(n / 2), n / 2 + rng.below(n / 2));
+                    t.data[a] = 50.0;
+                    t.data[b] = 50.0;
+                }
+                vec![("x".into(), t)]
+            })
+            .collect();
+        check(&format!("argmax f32[1, {n}]"), &g, &w, &steps, 0.0);
+    }
+}

@@ -1,0 +1,76 @@
+// Row-wise norms and rotary embeddings over f32 rows.
+//
+// rms_norm_f32: out = w * x / sqrt(mean(x²) + eps) per row of x [rows, d] (HF Qwen3RMSNorm), with
+//   w f32 [d]. One warp per row, 8 warps per block.
+// norm_rope_f32: optional rms_norm then optional rotary embedding (HF apply_rotary_pos_emb, default
+//   rope type, rotate-half layout) of up to two tensors in one launch: rows [0, rows1) of x1 and rows
+//   [0, rows2) of x2, both [rows, d] with d even. Serves `rope` (one tensor, no norm) and
+//   `fused_qk_norm_rope` (q and k, both normed). The frequencies inv_freq_i = 1 / theta^(2i/d) come as
+//   a table [d/2] computed on the host in f32 as HF (and braid_ir::interp) compute them; angle =
+//   pos * inv_freq_i in f32. The position is read from device memory.
+
+#include "common.cuh"
+
+extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, const float* __restrict__ w,
+                                        float* __restrict__ out, int rows, int d, float eps) {
+    pdl_wait();
+    pdl_launch();
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const float* xr = x + (size_t)row * d;
+    float* o = out + (size_t)row * d;
+    float ss = 0.0f;
+    for (int i = lane; i < d; i += 32) ss += xr[i] * xr[i];
+    ss = warp_sum(ss);
+    const float inv = 1.0f / sqrtf(ss / (float)d + eps);
+    for (int i = lane; i < d; i += 32) o[i] = w[i] * (xr[i] * inv);
+}
+
+__device__ __forceinline__ void norm_rope_row(const float* __restrict__ xr, const float* __restrict__ w,
+                                              float* __restrict__ o, int d, float eps, int do_norm,
+                                              int do_rope, float pos, const float* __restrict__ inv_freq) {
+    const int lane = threadIdx.x & 31;
+    const int half = d / 2;
+    float inv = 1.0f;
+    if (do_norm) {
+        float ss = 0.0f;
+        for (int i = lane; i < d; i += 32) ss += xr[i] * xr[i];
+        ss = warp_sum(ss);
+        inv = 1.0f / sqrtf(ss / (float)d + eps);
+    }
+    for (int i = lane; i < half; i += 32) {
+        float a = xr[i], b = xr[i + half];
+        if (do_norm) {
+            a = w[i] * (a * inv);
+            b = w[i + half] * (b * inv);
+        }
+        if (do_rope) {
+            const float angle = pos * inv_freq[i];
+            float s, c;
+            sincosf(angle, &s, &c);
+            o[i] = a * c - b * s;
+            o[i + half] = b * c + a * s;
+        } else {
+            o[i] = a;
+            o[i + half] = b;
+        }
+    }
+}
+
+extern "C" __global__ void norm_rope_f32(const float* __restrict__ x1, const float* __restrict__ w1,
+                                         float* __restrict__ out1, int rows1, const float* __restrict__ x2,
+                                         const float* __restrict__ w2, float* __restrict__ out2, int rows2,
+                                         const int* __restrict__ pos, int d, float eps,
+                                         const float* __restrict__ inv_freq, int do_norm, int do_rope) {
+    pdl_wait();
+    pdl_launch();
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const float p = do_rope ? (float)max(*pos, 0) : 0.0f;
+    if (row < rows1) {
+        norm_rope_row(x1 + (size_t)row * d, w1, out1 + (size_t)row * d, d, eps, do_norm, do_rope, p, inv_freq);
+    } else if (row < rows1 + rows2) {
+        const int r = row - rows1;
+        norm_rope_row(x2 + (size_t)r * d, w2, out2 + (size_t)r * d, d, eps, do_norm, do_rope, p, inv_freq);
+    }
+}
