@@ -29,26 +29,32 @@ pub fn open_backend<'m>(
     model: &'m LoadedModel,
     req: &BackendRequest<'_>,
 ) -> Result<Box<dyn DecodeBackend + 'm>> {
-    let use_cuda = match req.device {
-        DeviceArg::Cpu => false,
+    let device = match req.device {
+        DeviceArg::Cpu => None,
         DeviceArg::Cuda => {
-            crate::cuda::probe().context("--device cuda: no usable GPU")?;
-            true
+            Some(crate::cuda::open_device().context("--device cuda: no usable GPU")?)
         }
-        DeviceArg::Auto => match crate::cuda::probe() {
-            Ok(()) => true,
+        DeviceArg::Auto => match crate::cuda::open_device() {
+            Ok(dev) => Some(dev),
             Err(e) => {
-                tracing::info!("no usable GPU ({e}); running on the CPU");
-                false
+                tracing::info!("no usable GPU ({e:#}); running on the CPU");
+                None
             }
         },
     };
+    let use_cuda = device.is_some();
     // The GPU keeps its KV cache in bf16 (as transformers' bf16 cache); the CPU reference in f32.
     let kv_dtype = if use_cuda { DType::BF16 } else { DType::F32 };
     let mut graph = model.lower(req.max_context, kv_dtype)?;
     run_passes(&mut graph, req.passes, &[])?;
-    if use_cuda {
-        let b = CudaBackend::new(&graph, model.weights()?, req.max_context, req.use_graph)?;
+    if let Some(dev) = device {
+        let b = CudaBackend::new(
+            &dev,
+            &graph,
+            model.weights()?,
+            req.max_context,
+            req.use_graph,
+        )?;
         Ok(Box::new(b))
     } else {
         Ok(Box::new(CpuBackend::new(

@@ -110,19 +110,26 @@ pub enum Format {
     Dot,
 }
 
+/// How `graph` and `opt` print their result.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Print one line `<op> <count>` per op kind, sorted, then `nodes <total>` and
+    /// `launches <kernel-launching nodes>`, instead of the graph.
+    #[arg(long)]
+    pub stats: bool,
+    /// Print the graph after the named pass, to stderr, as the pipeline runs (repeatable).
+    #[arg(long, value_name = "PASS")]
+    pub print_after: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct GraphArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-    /// Print one line `<op> <count>` per op kind, sorted, then `nodes <total>` and
-    /// `launches <kernel-launching nodes>`.
-    #[arg(long)]
-    pub stats: bool,
-    /// Print the graph after the named pass, to stderr, as the pipeline runs.
-    #[arg(long, value_name = "PASS")]
-    pub print_after: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -132,14 +139,8 @@ pub struct OptArgs {
     /// Passes to run: `none`, `default`, or a comma-separated list.
     #[arg(long, default_value = "default")]
     pub passes: String,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-    /// Print per-op counts instead of the graph.
-    #[arg(long)]
-    pub stats: bool,
-    /// Print the graph after the named pass, to stderr.
-    #[arg(long, value_name = "PASS")]
-    pub print_after: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -167,11 +168,8 @@ pub struct BenchArgs {
 pub struct ProfileArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Prompt tokens fed before profiling (sets the attention length).
+    /// Decode steps timed, at positions 0..steps (so the attention length grows to `steps`).
     #[arg(long, default_value_t = 128)]
-    pub prompt_len: usize,
-    /// Decode steps averaged.
-    #[arg(long, default_value_t = 32)]
     pub steps: usize,
 }
 

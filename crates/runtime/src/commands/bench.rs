@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -33,11 +33,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             args.model.max_context
         );
     }
-    if args.device != DeviceArg::Cpu && crate::cuda::probe().is_ok() {
-        return crate::cuda::bench(&model, args);
-    }
-    if args.device == DeviceArg::Cuda {
-        crate::cuda::probe()?;
+    match args.device {
+        DeviceArg::Cuda => {
+            crate::cuda::open_device().context("--device cuda: no usable GPU")?;
+            return crate::cuda::bench(&model, args);
+        }
+        DeviceArg::Auto if crate::cuda::open_device().is_ok() => {
+            return crate::cuda::bench(&model, args)
+        }
+        _ => {}
     }
     let req = BackendRequest {
         device: DeviceArg::Cpu,
@@ -80,7 +84,5 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
 /// `braid profile`: per-op breakdown on the GPU.
 pub fn profile(args: &ProfileArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.model)?;
-    crate::cuda::probe()
-        .map_err(|e| anyhow::anyhow!("braid profile times CUDA kernels and needs a GPU: {e}"))?;
-    crate::cuda::profile(&model, args)
+    crate::cuda::profile(&model, args).context("braid profile times CUDA kernels and needs a GPU")
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use braid_ir::Graph;
 use braid_passes::PassManager;
 
-use crate::cli::{Format, GraphArgs, OptArgs};
+use crate::cli::{Format, GraphArgs, OptArgs, OutputArgs};
 use crate::load::LoadedModel;
 
 /// Runs the pass pipeline `spec` over `g`, printing the graph to stderr after each pass named in
@@ -30,11 +30,11 @@ pub fn run_passes(g: &mut Graph, spec: &str, print_after: &[String]) -> Result<(
     Ok(())
 }
 
-fn emit(g: &Graph, format: Format, stats: bool) -> String {
-    if stats {
+fn emit(g: &Graph, out: &OutputArgs) -> String {
+    if out.stats {
         return braid_ir::stats::stats(g).to_text();
     }
-    match format {
+    match out.format {
         Format::Text => braid_ir::text::print(g),
         Format::Dot => braid_ir::dot::to_dot(g),
     }
@@ -44,8 +44,8 @@ fn emit(g: &Graph, format: Format, stats: bool) -> String {
 pub fn graph(args: &GraphArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.model)?;
     let mut g = model.lower(args.model.max_context, braid_ir::DType::F32)?;
-    run_passes(&mut g, &args.model.passes, &args.print_after)?;
-    print!("{}", emit(&g, args.format, args.stats));
+    run_passes(&mut g, &args.model.passes, &args.output.print_after)?;
+    print!("{}", emit(&g, &args.output));
     Ok(())
 }
 
@@ -64,7 +64,7 @@ pub fn opt(args: &OptArgs) -> Result<()> {
     };
     let mut g = braid_ir::text::parse(&text).map_err(|e| anyhow::anyhow!("{name}:{e}"))?;
     braid_ir::verify(&g).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    run_passes(&mut g, &args.passes, &args.print_after)?;
-    print!("{}", emit(&g, args.format, args.stats));
+    run_passes(&mut g, &args.passes, &args.output.print_after)?;
+    print!("{}", emit(&g, &args.output));
     Ok(())
 }
