@@ -947,11 +947,7 @@ impl Lowerer<'_> {
             .div_ceil(rows_per_block)
             .min(per_sm * self.dev.sm_count() as usize)
             .max(1);
-        let x_len = if pro == 2 { 2 * k } else { k };
-        let bytes = rows * k * w.dtype.size_bytes()
-            + m * x_len * 4
-            + m * rows * 4 * (1 + resid.is_some() as usize)
-            + norm.map_or(0, |_| k * 4);
+        let bytes = gemv_bytes(rows, k, m, w.dtype, pro, resid.is_some(), norm.is_some());
         let mut launch = self.make(
             n,
             "gemv.cu",
@@ -1014,11 +1010,7 @@ impl Lowerer<'_> {
             .div_ceil(16)
             .min(per_sm * self.dev.sm_count() as usize)
             .max(1);
-        let x_len = if pro == 2 { 2 * k } else { k };
-        let bytes = rows * k * w.dtype.size_bytes()
-            + m * x_len * 4
-            + m * rows * 4 * (1 + resid.is_some() as usize)
-            + norm.map_or(0, |_| k * 4);
+        let bytes = gemv_bytes(rows, k, m, w.dtype, pro, resid.is_some(), norm.is_some());
         let mut launch = self.make(
             n,
             "gemv.cu",
@@ -1180,6 +1172,25 @@ impl Lowerer<'_> {
         );
         Ok(launch)
     }
+}
+
+/// Bytes one GEMV launch moves, for the profile's GB/s and `bytes_per_step`: the weight `[rows, k]`,
+/// the input rows (`2k` wide for the SwiGLU prologue `pro == 2`), the output rows (read again for a
+/// residual), and the norm weight.
+fn gemv_bytes(
+    rows: usize,
+    k: usize,
+    m: usize,
+    w: DType,
+    pro: i32,
+    resid: bool,
+    norm: bool,
+) -> usize {
+    let x_len = if pro == 2 { 2 * k } else { k };
+    rows * k * w.size_bytes()
+        + m * x_len * 4
+        + m * rows * 4 * (1 + resid as usize)
+        + if norm { k * 4 } else { 0 }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Resolving `--model`: the built-in tiny model or a Hugging Face checkpoint directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use braid_ir::{DType, Graph, WeightSource};
@@ -173,9 +173,4 @@ pub fn shape_of(c: &Qwen3Config) -> Qwen3Shape {
         rope_theta: c.rope_theta as f32,
         tie_word_embeddings: c.tie_word_embeddings,
     }
-}
-
-/// Whether `dir` looks like a checkpoint directory (has `config.json`).
-pub fn is_checkpoint_dir(dir: &Path) -> bool {
-    dir.join("config.json").is_file()
 }
