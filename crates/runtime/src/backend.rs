@@ -29,6 +29,8 @@ pub fn open_backend<'m>(
     model: &'m LoadedModel,
     req: &BackendRequest<'_>,
 ) -> Result<Box<dyn DecodeBackend + 'm>> {
+    // Fail on a weightless directory before paying for lowering, passes and device set-up.
+    let weights = model.weights()?;
     let device = match req.device {
         DeviceArg::Cpu => None,
         DeviceArg::Cuda => {
@@ -48,19 +50,9 @@ pub fn open_backend<'m>(
     let mut graph = model.lower(req.max_context, kv_dtype)?;
     run_passes(&mut graph, req.passes, &[])?;
     if let Some(dev) = device {
-        let b = CudaBackend::new(
-            &dev,
-            &graph,
-            model.weights()?,
-            req.max_context,
-            req.use_graph,
-        )?;
+        let b = CudaBackend::new(&dev, &graph, weights, req.max_context, req.use_graph)?;
         Ok(Box::new(b))
     } else {
-        Ok(Box::new(CpuBackend::new(
-            graph,
-            model.weights()?,
-            req.max_context,
-        )))
+        Ok(Box::new(CpuBackend::new(graph, weights, req.max_context)))
     }
 }

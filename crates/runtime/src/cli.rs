@@ -113,6 +113,7 @@ pub enum Format {
 /// How `graph` and `opt` print their result.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
+    /// Output format of the graph.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Print one line `<op> <count>` per op kind, sorted, then `nodes <total>` and
@@ -180,6 +181,7 @@ pub struct CheckArgs {
     /// reference.safetensors written by scripts/make_checkpoint.py (default: <model>/reference.safetensors).
     #[arg(long)]
     pub reference: Option<PathBuf>,
+    /// Where to run the decode step.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// Check at most this many positions (default: all in the reference).

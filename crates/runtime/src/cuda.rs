@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use braid_backend_cuda::{measure_read_bandwidth, CudaDevice, CudaExecutor, ExecOptions};
 use braid_ir::{DType, Graph, WeightSource};
 
@@ -211,10 +211,7 @@ pub fn bench(model: &LoadedModel, args: &BenchArgs) -> Result<()> {
 
 /// `braid profile`: eager steps with CUDA events around every launch.
 pub fn profile(model: &LoadedModel, args: &ProfileArgs) -> Result<()> {
-    if args.steps == 0 {
-        bail!("--steps must be at least 1");
-    }
-    let dev = open_device()?;
+    let dev = open_device().context("braid profile times CUDA kernels and needs a GPU")?;
     let mut exec = executor(
         &dev,
         model,

@@ -26,7 +26,7 @@ pub enum EngineError {
     #[error(
         "the prompt ({prompt} tokens) plus --max-tokens ({max_tokens}) needs {} positions, but the \
          context holds {max_context}; shorten the prompt, lower --max-tokens or raise --max-context",
-        prompt + max_tokens
+        positions_needed(*prompt, *max_tokens)
     )]
     ContextOverflow {
         prompt: usize,
@@ -132,6 +132,33 @@ impl DecodeBackend for CpuBackend<'_> {
     }
 }
 
+/// KV-cache positions a generation uses: every prompt token, and every generated token but the last
+/// (which is emitted without being fed back).
+pub fn positions_needed(prompt: usize, max_tokens: usize) -> usize {
+    prompt + max_tokens.saturating_sub(1)
+}
+
+/// Checks a request before any work: a non-empty prompt whose generation fits in `max_context`.
+///
+/// Errors: [`EngineError::EmptyPrompt`], [`EngineError::ContextOverflow`].
+pub fn check_context(
+    prompt: usize,
+    max_tokens: usize,
+    max_context: usize,
+) -> Result<(), EngineError> {
+    if prompt == 0 {
+        return Err(EngineError::EmptyPrompt);
+    }
+    if positions_needed(prompt, max_tokens) > max_context {
+        return Err(EngineError::ContextOverflow {
+            prompt,
+            max_tokens,
+            max_context,
+        });
+    }
+    Ok(())
+}
+
 /// Options of one generation.
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
@@ -180,17 +207,7 @@ pub fn generate(
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> Result<(), EngineError>,
 ) -> Result<GenerationStats, EngineError> {
-    if prompt.is_empty() {
-        return Err(EngineError::EmptyPrompt);
-    }
-    let max_context = backend.max_context();
-    if prompt.len() + opts.max_tokens > max_context {
-        return Err(EngineError::ContextOverflow {
-            prompt: prompt.len(),
-            max_tokens: opts.max_tokens,
-            max_context,
-        });
-    }
+    check_context(prompt.len(), opts.max_tokens, backend.max_context())?;
     backend.reset()?;
     let mut sampler = Sampler::new(opts.sampling);
     let want_logits = !opts.sampling.is_greedy();
@@ -230,4 +247,24 @@ pub fn generate(
     }
     stats.decode = start.elapsed();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_check_counts_the_unfed_last_token() {
+        // 4 prompt tokens + 5 generated use positions 0..8: the 5th token is never fed back.
+        assert!(check_context(4, 5, 8).is_ok());
+        let err = check_context(4, 6, 8).unwrap_err().to_string();
+        assert!(
+            err.contains("needs 9 positions") && err.contains("holds 8"),
+            "{err}"
+        );
+        assert!(matches!(
+            check_context(0, 1, 8),
+            Err(EngineError::EmptyPrompt)
+        ));
+    }
 }

@@ -82,7 +82,10 @@ impl Reference {
                 path.display()
             );
         }
-        let greedy = tensor_ids(&st, path, "greedy").unwrap_or_default();
+        let greedy = match st.tensor("greedy") {
+            Ok(_) => tensor_ids(&st, path, "greedy")?,
+            Err(_) => Vec::new(),
+        };
         let (_, meta) = SafeTensors::read_metadata(&bytes)
             .with_context(|| format!("{}: unreadable header", path.display()))?;
         let prompt_len = meta

@@ -66,11 +66,6 @@ impl Sampler {
         }
     }
 
-    /// The parameters.
-    pub fn params(&self) -> &SamplingParams {
-        &self.params
-    }
-
     /// Picks the next token from `logits` (`[vocab]`, f32). Greedy returns the first maximum.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.params.is_greedy() {
@@ -99,6 +94,9 @@ pub fn argmax(x: &[f32]) -> u32 {
 /// The candidate tokens and their (unnormalised) probabilities after temperature, top-k and top-p,
 /// most likely first.
 pub fn filtered_probabilities(logits: &[f32], p: &SamplingParams) -> Vec<(u32, f32)> {
+    if logits.is_empty() {
+        return Vec::new();
+    }
     let t = p.temperature.max(1e-6);
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
     order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
@@ -175,6 +173,12 @@ mod tests {
         assert_eq!(draw(1), draw(1));
         let zeros = draw(1).iter().filter(|t| **t == 0).count() as f32 / 3000.0;
         assert!((zeros - 2.0 / 3.0).abs() < 0.03, "{zeros}");
+    }
+
+    #[test]
+    fn empty_logits_do_not_panic() {
+        assert!(filtered_probabilities(&[], &params(1.0, 5, 0.9)).is_empty());
+        assert_eq!(Sampler::new(params(1.0, 0, 1.0)).sample(&[]), 0);
     }
 
     #[test]

@@ -142,3 +142,36 @@ fn missing_model_directory_is_named() {
     assert!(!ok);
     assert!(err.contains("/nonexistent/qwen3"), "{err}");
 }
+
+#[test]
+fn check_without_a_reference_or_positions_is_an_error() {
+    let (ok, _, err) = braid(&["check", "--device", "cpu"]);
+    assert!(!ok);
+    assert!(err.contains("reference.safetensors"), "{err}");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/tiny-qwen3"
+    );
+    let (ok, _, err) = braid(&[
+        "check",
+        "--model",
+        fixture,
+        "--device",
+        "cpu",
+        "--positions",
+        "0",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("no positions"), "{err}");
+    let (ok, out, err) = braid(&[
+        "check",
+        "--model",
+        fixture,
+        "--device",
+        "cpu",
+        "--positions",
+        "4",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("check passed"), "{out}");
+}

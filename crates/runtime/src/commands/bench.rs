@@ -83,6 +83,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
 
 /// `braid profile`: per-op breakdown on the GPU.
 pub fn profile(args: &ProfileArgs) -> Result<()> {
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
     let model = LoadedModel::load(&args.model.model)?;
-    crate::cuda::profile(&model, args).context("braid profile times CUDA kernels and needs a GPU")
+    crate::cuda::profile(&model, args)
 }

@@ -1,6 +1,6 @@
 //! `braid check`: braid's teacher-forced logits against transformers' reference.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::backend::{open_backend, BackendRequest};
 use crate::cli::CheckArgs;
@@ -16,6 +16,9 @@ pub const BF16_TOP1_SLACK_POINTS: f64 = 2.0;
 
 /// Runs `braid check`; exits with an error when braid is past the bar.
 pub fn check(args: &CheckArgs) -> Result<()> {
+    if args.model.model == "tiny" && args.reference.is_none() {
+        bail!("braid check needs --model DIR holding reference.safetensors (scripts/make_checkpoint.py writes one), or --reference FILE");
+    }
     let model = LoadedModel::load(&args.model.model)?;
     let path = match &args.reference {
         Some(p) => p.clone(),
@@ -26,6 +29,23 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         .positions
         .unwrap_or(reference.tokens.len())
         .min(reference.tokens.len());
+    if t == 0 {
+        bail!(
+            "{}: no positions to check (--positions 0 or an empty reference)",
+            path.display()
+        );
+    }
+    if let Some(bad) = reference
+        .tokens
+        .iter()
+        .find(|&&id| id as usize >= model.shape.vocab)
+    {
+        bail!(
+            "{}: token id {bad} is outside the model's vocabulary ({})",
+            path.display(),
+            model.shape.vocab
+        );
+    }
     if reference.vocab != model.shape.vocab {
         bail!(
             "{}: logits have vocab {}, the model has {}",
@@ -47,7 +67,13 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     let (mut ours, mut per_pos, mut bf16_pos) = (Vec::with_capacity(t * v), Vec::new(), Vec::new());
     for (pos, &tok) in reference.tokens[..t].iter().enumerate() {
         let out = backend.step(tok, pos, true)?;
-        let logits = out.logits.unwrap_or_default();
+        let logits = out.logits.context("the backend returned no logits")?;
+        if logits.len() != v {
+            bail!(
+                "the backend returned {} logits at position {pos}, expected {v}",
+                logits.len()
+            );
+        }
         let e = compare(&logits, reference.oracle(pos));
         bf16_pos.push(compare(reference.bf16(pos), reference.oracle(pos)));
         if args.verbose {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::backend::{open_backend, BackendRequest};
 use crate::cli::GenerateArgs;
-use crate::engine::{generate as run_generation, EngineError, GenerateOptions};
+use crate::engine::{check_context, generate as run_generation, EngineError, GenerateOptions};
 use crate::load::LoadedModel;
 use crate::sampling::SamplingParams;
 
@@ -28,14 +28,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         use_graph: !args.no_graph,
     };
     // Refuse an overlong request before paying for backend set-up.
-    if prompt.len() + args.max_tokens > args.model.max_context {
-        return Err(EngineError::ContextOverflow {
-            prompt: prompt.len(),
-            max_tokens: args.max_tokens,
-            max_context: args.model.max_context,
-        }
-        .into());
-    }
+    check_context(prompt.len(), args.max_tokens, args.model.max_context)?;
     let mut backend = open_backend(&model, &request)?;
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
