@@ -70,7 +70,7 @@ extern "C" __global__ void argmax_f32(const float* __restrict__ x, int n, float*
     __threadfence();
     bv = -BRAID_INF;
     bi = ARGMAX_NONE;
-    for (int b = threadIdx.x; b < (int)gridDim.x; b += blockDim.x) argmax_pick(bv, bi, ld_cg_f32(part_v + b), ld_cg_i32(part_i + b));
+    for (int b = threadIdx.x; b < (int)gridDim.x; b += blockDim.x) argmax_pick(bv, bi, __ldcg(part_v + b), __ldcg(part_i + b));
     argmax_block(bv, bi, sv, si);
     if (threadIdx.x == 0) {
         out[0] = bi == ARGMAX_NONE ? 0 : bi;

@@ -33,6 +33,8 @@
 #define ATT_WARPS_OF(GM, D) ((GM) * (D) <= 512 ? 8 : 4)
 #define ATT_UNROLL_OF(GM, D) ((GM) * (D) <= 512 ? 8 : 4)
 #define LOG2E 1.4426950408889634f
+// Splits whose partials the final merge requests at once.
+#define ATT_MERGE 8
 
 __device__ __forceinline__ void att_merge_coeffs(float m, float mo, float& c1, float& c2, float& mn) {
     mn = fmaxf(m, mo);
@@ -335,26 +337,39 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    // The merge: every split's (m, l) into shared memory (one round trip), then the partial vectors.
-    float* s_ml = &s_acc[0][0][0];  // reuse: 2 * GM * nsplit floats <= ATT_WARPS * GM * D
-    for (int idx = threadIdx.x; idx < g * active; idx += blockDim.x) {
-        const int j = idx / active, sp = idx % active;
-        const float* ml = part_ml + ((size_t)(kh * g + j) * nsplit + sp) * 2;
-        s_ml[2 * idx] = ld_cg_f32(ml);
-        s_ml[2 * idx + 1] = ld_cg_f32(ml + 1);
-    }
-    __syncthreads();
+    // The merge, in split order. Each thread merges its output elements over the splits, ATT_MERGE
+    // splits at a time: every partial (m, l, acc) of a batch is requested before any is used (plain
+    // L2 loads the compiler may batch), so a merge of up to ATT_MERGE splits costs one round trip.
     for (int idx = threadIdx.x; idx < g * D; idx += blockDim.x) {
         const int j = idx / D, e = idx % D;
         const int head = kh * g + j;
-        const float* ml = s_ml + 2 * j * active;
-        float M = -BRAID_INF;
-        for (int sp = 0; sp < active; ++sp) M = fmaxf(M, ml[2 * sp]);
-        float den = 0.0f, num = 0.0f;
-        for (int sp = 0; sp < active; ++sp) {
-            const float c = ml[2 * sp] == -BRAID_INF ? 0.0f : exp2f(ml[2 * sp] - M);
-            den += ml[2 * sp + 1] * c;
-            num += ld_cg_f32(part + ((size_t)head * nsplit + sp) * D + e) * c;
+        const float* pml = part_ml + (size_t)head * nsplit * 2;
+        const float* pacc = part + (size_t)head * nsplit * D + e;
+        float M = -BRAID_INF, den = 0.0f, num = 0.0f;
+        for (int s0 = 0; s0 < active; s0 += ATT_MERGE) {
+            float mv[ATT_MERGE], lv[ATT_MERGE], av[ATT_MERGE];
+#pragma unroll
+            for (int u = 0; u < ATT_MERGE; ++u) {
+                const int sp = s0 + u;
+                const bool in = sp < active;
+                mv[u] = in ? __ldcg(pml + 2 * sp) : -BRAID_INF;
+                lv[u] = in ? __ldcg(pml + 2 * sp + 1) : 0.0f;
+                av[u] = in ? __ldcg(pacc + (size_t)sp * D) : 0.0f;
+            }
+            float bm = M;
+#pragma unroll
+            for (int u = 0; u < ATT_MERGE; ++u) bm = fmaxf(bm, mv[u]);
+            if (bm == -BRAID_INF) continue;
+            const float c0 = M == -BRAID_INF ? 0.0f : exp2f(M - bm);
+            den *= c0;
+            num *= c0;
+#pragma unroll
+            for (int u = 0; u < ATT_MERGE; ++u) {
+                const float c = mv[u] == -BRAID_INF ? 0.0f : exp2f(mv[u] - bm);
+                den += lv[u] * c;
+                num += av[u] * c;
+            }
+            M = bm;
         }
         out[head * D + e] = num / den;
     }

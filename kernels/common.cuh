@@ -100,26 +100,8 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
     return v;
 }
 
-// A 16-byte load that bypasses L1 (data written by other blocks of the same launch).
-__device__ __forceinline__ uint4 ld_cg(const void* p) {
-    uint4 v;
-    asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ float ld_cg_f32(const float* p) {
-    float v;
-    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ int ld_cg_i32(const int* p) {
-    int v;
-    asm volatile("ld.global.cg.s32 %0, [%1];" : "=r"(v) : "l"(p));
-    return v;
-}
+// Data written by other blocks of the same launch (split-KV partials, argmax partials) is read with
+// `__ldcg` (L2 only, never a stale L1 line) after the writer's __threadfence + counter handshake.
 
 // The decode position, clamped into [0, max_context) so a bad host value cannot index out of bounds
 // (the host checks it before every step).

@@ -188,6 +188,29 @@ __device__ __forceinline__ void gemv_x_chunk(const float* __restrict__ xr, const
     }
 }
 
+// 1 / sqrt(mean(x²) + eps) over x [k] (k % 4 == 0, 16-byte aligned), computed by each warp on its
+// own (no block barrier). Each lane requests GEMV_SS float4 of x before adding any, so k up to
+// 128 GEMV_SS costs one round trip to L2 (a plain loop is unrolled by 4: two round trips at k 1024).
+#define GEMV_SS 8
+__device__ __forceinline__ float gemv_rms_inv(const float* __restrict__ xr, int k, float eps) {
+    const int lane = threadIdx.x & 31;
+    const float4* x4 = reinterpret_cast<const float4*>(xr);
+    const int n4 = k / 4;
+    float ss = 0.0f;
+    for (int base = 0; base < n4; base += 32 * GEMV_SS) {
+        float4 a[GEMV_SS];
+#pragma unroll
+        for (int j = 0; j < GEMV_SS; ++j) {
+            const int i = base + lane + 32 * j;
+            a[j] = i < n4 ? __ldg(x4 + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int j = 0; j < GEMV_SS; ++j) ss += a[j].x * a[j].x + a[j].y * a[j].y + a[j].z * a[j].z + a[j].w * a[j].w;
+    }
+    ss = warp_sum(ss);
+    return 1.0f / sqrtf(ss / (float)k + eps);
+}
+
 // Direct-x path: like gemv_vec, but each lane reads (and transforms) the x elements of its own
 // chunks from global memory instead of a block-wide shared-memory copy, so warps do not wait on each
 // other (one barrier for the norm weights, none else unless wpr > 1); rms_norm's scale is reduced per
@@ -235,14 +258,7 @@ __device__ __forceinline__ void gemv_direct(const typename WT::T* __restrict__ w
         cp_async_wait_all();
         __syncthreads();
         norm_w = nws;
-        float ss = 0.0f;
-        const float4* x4 = reinterpret_cast<const float4*>(xr);
-        for (int i = lane; i < k / 4; i += 32) {
-            const float4 a = __ldg(x4 + i);
-            ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
-        }
-        ss = warp_sum(ss);
-        inv = 1.0f / sqrtf(ss / (float)k + eps);
+        inv = gemv_rms_inv(xr, k, eps);
     }
     pdl_launch();
 
@@ -335,14 +351,7 @@ __device__ __forceinline__ void gemv_direct2(const typename WT::T* __restrict__ 
         cp_async_wait_all();
         __syncthreads();
         norm_w = nws;
-        float ss = 0.0f;
-        const float4* x4 = reinterpret_cast<const float4*>(xr);
-        for (int i = lane; i < k / 4; i += 32) {
-            const float4 a = __ldg(x4 + i);
-            ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
-        }
-        ss = warp_sum(ss);
-        inv = 1.0f / sqrtf(ss / (float)k + eps);
+        inv = gemv_rms_inv(xr, k, eps);
     }
     pdl_launch();
     for (; grp * 16 < n; grp += gridDim.x) {
