@@ -253,6 +253,84 @@ pub fn generate(
 mod tests {
     use super::*;
 
+    /// A backend whose greedy next token after step `i` is `script[i]`; records what it was fed.
+    struct Scripted {
+        script: Vec<u32>,
+        fed: Vec<(u32, usize)>,
+    }
+
+    impl DecodeBackend for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn max_context(&self) -> usize {
+            64
+        }
+        fn step(
+            &mut self,
+            token: u32,
+            position: usize,
+            _: bool,
+        ) -> Result<StepOutput, EngineError> {
+            let next_token = self.script[self.fed.len()];
+            self.fed.push((token, position));
+            Ok(StepOutput {
+                next_token,
+                logits: None,
+            })
+        }
+        fn reset(&mut self) -> Result<(), EngineError> {
+            self.fed.clear();
+            Ok(())
+        }
+    }
+
+    fn run(
+        script: &[u32],
+        prompt: &[u32],
+        max_tokens: usize,
+    ) -> (Vec<u32>, GenerationStats, Scripted) {
+        let mut b = Scripted {
+            script: script.to_vec(),
+            fed: vec![(0, 99)],
+        };
+        let opts = GenerateOptions {
+            max_tokens,
+            sampling: SamplingParams::greedy(),
+            stop_tokens: vec![7, 9],
+        };
+        let mut out = Vec::new();
+        let stats = generate(&mut b, prompt, &opts, &mut |t| {
+            out.push(t);
+            Ok(())
+        })
+        .expect("scripted generation runs");
+        (out, stats, b)
+    }
+
+    #[test]
+    fn generation_ends_at_a_stop_token_without_emitting_it() {
+        // Prompt [1, 2]: step 1 predicts 3, then 4, then the stop token 9.
+        let (out, stats, b) = run(&[5, 3, 4, 9, 6], &[1, 2], 10);
+        assert_eq!(out, vec![3, 4]);
+        assert!(stats.stopped);
+        assert_eq!((stats.generated_tokens, stats.decode_steps), (2, 2));
+        // reset() ran first; the prompt, then each emitted token, was fed at consecutive positions.
+        assert_eq!(b.fed, vec![(1, 0), (2, 1), (3, 2), (4, 3)]);
+        // A stop token right after the prompt: nothing is emitted.
+        let (out, stats, _) = run(&[5, 7], &[1, 2], 10);
+        assert!(out.is_empty() && stats.stopped && stats.generated_tokens == 0);
+    }
+
+    #[test]
+    fn generation_ends_at_max_tokens_without_an_extra_step() {
+        let (out, stats, b) = run(&[5, 3, 4, 6, 8], &[1, 2], 3);
+        assert_eq!(out, vec![3, 4, 6]);
+        assert!(!stats.stopped);
+        // The last emitted token is never fed back.
+        assert_eq!(b.fed.len(), 4);
+    }
+
     #[test]
     fn context_check_counts_the_unfed_last_token() {
         // 4 prompt tokens + 5 generated use positions 0..8: the 5th token is never fed back.

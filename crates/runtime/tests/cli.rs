@@ -175,3 +175,59 @@ fn check_without_a_reference_or_positions_is_an_error() {
     assert!(ok, "{err}");
     assert!(out.contains("check passed"), "{out}");
 }
+
+#[test]
+fn prompt_alone_longer_than_the_context_is_refused() {
+    let prompt = "one two three four five six seven eight nine ten eleven twelve";
+    let (ok, out, err) = braid(&[
+        "generate",
+        "--device",
+        "cpu",
+        "--max-context",
+        "8",
+        "--max-tokens",
+        "1",
+        "--prompt",
+        prompt,
+    ]);
+    assert!(!ok, "accepted: {out}");
+    assert!(out.is_empty(), "generated before refusing: {out}");
+    assert!(
+        err.contains("--max-context") && err.contains("holds 8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_fails_on_weights_that_disagree_with_the_reference() {
+    let fixture = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/tiny-qwen3"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "reference.safetensors"] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+    }
+    // Flip the sign of every bf16 of the first tensor (the embedding, tied to the lm_head).
+    let mut bytes = std::fs::read(fixture.join("model.safetensors")).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let meta: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header]).unwrap();
+    let offsets = &meta["model.embed_tokens.weight"]["data_offsets"];
+    let (a, b) = (
+        offsets[0].as_u64().unwrap() as usize,
+        offsets[1].as_u64().unwrap() as usize,
+    );
+    let data = 8 + header;
+    for i in (data + a + 1..data + b).step_by(2) {
+        bytes[i] ^= 0x80;
+    }
+    std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
+    let model = dir.path().to_str().unwrap();
+    let (ok, out, err) = braid(&["check", "--model", model, "--device", "cpu"]);
+    assert!(!ok, "a wrong checkpoint passed:\n{out}");
+    assert!(err.contains("check FAILED"), "{out}\n{err}");
+    assert!(
+        out.contains("braid (cpu)") && out.contains("rel_l2"),
+        "{out}"
+    );
+}

@@ -1014,9 +1014,9 @@ fn corpus(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Known bug (found by `config_structural_mutations`): configs whose sizes make a tensor's
-/// element count or byte size overflow `usize` are accepted. `Qwen3Config::validate` should
-/// reject them, naming the file and the field.
+/// Found by `config_structural_mutations` (fixed): configs whose sizes make a tensor's element
+/// count or byte size overflow `usize` were accepted. `Qwen3Config::validate` must reject them,
+/// naming the file and the field.
 #[test]
 fn corpus_configs_with_overflowing_sizes_are_rejected() {
     let cases = [
@@ -1051,10 +1051,10 @@ fn corpus_configs_with_overflowing_sizes_are_rejected() {
     );
 }
 
-/// Known bug (found by `config_structural_mutations`): `head_dim` = 2^62 is accepted, and then
-/// `Checkpoint::validate` panics in `Qwen3Config::tensor_specs` ("attempt to multiply with
-/// overflow" on `num_attention_heads * head_dim`) instead of returning an error. Loading this
-/// config next to any checkpoint must fail with an error naming the file, never panic.
+/// Found by `config_structural_mutations` (fixed): `head_dim` = 2^62 was accepted, and then
+/// `Checkpoint::validate` panicked in `Qwen3Config::tensor_specs` ("attempt to multiply with
+/// overflow" on `num_attention_heads * head_dim`). Loading this config next to any checkpoint must
+/// fail with an error naming the file, never panic.
 #[test]
 fn corpus_config_head_dim_overflow_validates_without_panic() {
     let path = corpus("config_head_dim_2pow62.json");
@@ -1062,7 +1062,6 @@ fn corpus_config_head_dim_overflow_validates_without_panic() {
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let (dir, _file) = checkpoint_dir(base_safetensors());
     if let Ok(config) = Qwen3Config::from_json_str(&text, &path) {
-        // Panics today, in tensor_specs.
         let result = open_and_validate(dir.path(), &config);
         let err = result.expect_err("no checkpoint matches head_dim = 2^62");
         assert!(
@@ -1072,15 +1071,14 @@ fn corpus_config_head_dim_overflow_validates_without_panic() {
     }
 }
 
-/// Known bug (found by reading safetensors 0.6.2 `read_metadata`, confirmed with this input):
-/// eight U8 tensors of 2^61 - 1 bytes each have consistent offsets, and the check
-/// `buffer_end + N_LEN + n != buffer_len` (safetensors `tensor.rs:380`) overflows. Builds with
-/// overflow checks (debug, test) panic inside `Checkpoint::open`; release wraps and rejects the
-/// file. `Checkpoint::open` must return `LoadError::Safetensors` naming the file.
+/// Found by reading safetensors 0.6.2 `read_metadata` (fixed in our loader, which checks offsets
+/// before safetensors does): eight U8 tensors of 2^61 - 1 bytes each have consistent offsets, and
+/// the check `buffer_end + N_LEN + n != buffer_len` (safetensors `tensor.rs:380`) overflows; builds
+/// with overflow checks panicked inside `Checkpoint::open`. It must return
+/// `LoadError::Safetensors` naming the file.
 #[test]
 fn corpus_safetensors_offsets_near_usize_max_is_rejected() {
     let path = corpus("safetensors_offsets_near_usize_max.safetensors");
-    // Panics today (debug/test builds), inside safetensors' read_metadata.
     let err = Checkpoint::open(&path).expect_err("the file holds no data for its tensors");
     let msg = err.to_string();
     assert!(matches!(err, LoadError::Safetensors { .. }), "{msg}");
