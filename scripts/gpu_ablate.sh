@@ -5,14 +5,8 @@
 # set of tuning knobs below (crates/backend-cuda/src/lower.rs lists them). Prints one table line per
 # variant; full logs go to $OUT (or ./gpu-logs). Usage: bash scripts/gpu_ablate.sh [VARIANT ...],
 # where a VARIANT is a space-separated list of NAME=VALUE settings ("" is the default build).
-set -uo pipefail
-export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
-export LD_LIBRARY_PATH=$CUDA_HOME/lib64:${LD_LIBRARY_PATH:-}
-export PYTHONUNBUFFERED=1
-LOG=${OUT:-./gpu-logs}; mkdir -p "$LOG"
-BRAID=${BRAID:-./target/release/braid}
-CK=${CK_DIR:-/tmp/braid-ck}
-[ -d "$CK/q06" ] || python3 scripts/make_checkpoint.py --out "$CK/q06" --positions 288 > "$LOG/make_q06.txt" 2>&1
+source "$(dirname "$0")/gpu_env.sh"
+make_q06
 "$BRAID" check --model "$CK/q06" --device cuda --passes default 2>&1 | tee "$LOG/ablate_check.txt" | tail -4
 if [ $# -gt 0 ]; then variants=("$@"); else
   variants=(""

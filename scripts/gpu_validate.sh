@@ -5,18 +5,12 @@
 #   - braid bench: unfused/fused x eager/graph, 128-token prompt, 256 generated tokens, greedy;
 #   - braid profile of the fused step.
 # Logs go to $OUT (or ./gpu-logs). Usage: bash scripts/gpu_validate.sh [quick]
-set -uo pipefail
-export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
-export LD_LIBRARY_PATH=$CUDA_HOME/lib64:${LD_LIBRARY_PATH:-}
-export PYTHONUNBUFFERED=1
-LOG=${OUT:-./gpu-logs}; mkdir -p "$LOG"
-BRAID=${BRAID:-./target/release/braid}
-CK=${CK_DIR:-/tmp/braid-ck}
+source "$(dirname "$0")/gpu_env.sh"
 status=0
 run() { echo "\$ $*" | tee -a "$LOG/summary.txt"; "$@" 2>&1 | tee -a "$LOG/summary.txt"; local rc=${PIPESTATUS[0]}; [ "$rc" = 0 ] || { echo "exit $rc" | tee -a "$LOG/summary.txt"; status=1; }; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOG/summary.txt"
-[ -d "$CK/q06" ] || python3 scripts/make_checkpoint.py --out "$CK/q06" --positions 288 > "$LOG/make_q06.txt" 2>&1
+make_q06
 tail -1 "$LOG/make_q06.txt" | tee -a "$LOG/summary.txt"
 run "$BRAID" check --model "$CK/q06" --device cuda --passes default
 run "$BRAID" check --model "$CK/q06" --device cuda --passes none
