@@ -13,12 +13,18 @@
 // Grid (kvh, nsplit) is fixed for max_ctx, so one captured graph serves every position: the L = p + 1
 // rows are cut into `active` chunks of max(ceil(L / nsplit), min_chunk, one batch) rows, where a
 // batch is the rows all warps of a block load at once (min_chunk 0: one batch); blocks past the last
-// chunk exit at once. A block handles one KV head and its g = h / kvh query heads over its chunk:
+// chunk exit at once (in cluster mode, after the cluster's barriers). A block handles one KV head and its g = h / kvh query heads over its chunk:
 // each warp runs an online softmax over rows (LP lanes per row, each holding 16-byte vectors of k and
 // v; ATT_UNROLL row loads in flight per lane), the warps merge through shared memory, and the block
-// writes an unnormalised partial (m, l, acc[D]) per head. The last block of a KV head to finish (an
-// atomic counter, reset by that block) merges the partials in split order, so the result does not
-// depend on block timing. With a single chunk the block writes the output directly.
+// writes an unnormalised partial (m, l, acc[D]) per head, merged in split order (so the result does
+// not depend on block timing) in one of two ways:
+// - cluster != 0: the nsplit blocks of a KV head form one thread-block cluster (grid y, at most 8);
+//   each keeps its partial in shared memory, and after a cluster barrier split 0 reads them through
+//   distributed shared memory. Blocks past the last chunk stay for the barriers (a block's shared
+//   memory must outlive its readers).
+// - cluster == 0: partials go to global memory, and the last block of a KV head to finish (an
+//   atomic counter, reset by that block) merges them.
+// With a single chunk the block writes the output directly.
 //
 // L2 prefetch: [pf, pf + pf_bytes) is split between the blocks and pulled into L2 first (see
 // common.cuh), for the weights of a later kernel.
@@ -40,6 +46,39 @@ __device__ __forceinline__ void att_merge_coeffs(float m, float mo, float& c1, f
     mn = fmaxf(m, mo);
     c1 = (m == -BRAID_INF) ? 0.0f : exp2f(m - mn);
     c2 = (mo == -BRAID_INF) ? 0.0f : exp2f(mo - mn);
+}
+
+// One output element merged over the partials of splits 0..active, in split order: `load(sp, m, l,
+// a)` fetches split sp's (m, l, acc element). ATT_MERGE splits at a time, every load of a batch
+// issued before any is used, so a merge of up to ATT_MERGE splits costs one round trip.
+template <typename Load>
+__device__ __forceinline__ float att_merge_splits(int active, Load load) {
+    float M = -BRAID_INF, den = 0.0f, num = 0.0f;
+    for (int s0 = 0; s0 < active; s0 += ATT_MERGE) {
+        float mv[ATT_MERGE], lv[ATT_MERGE], av[ATT_MERGE];
+#pragma unroll
+        for (int u = 0; u < ATT_MERGE; ++u) {
+            mv[u] = -BRAID_INF;
+            lv[u] = 0.0f;
+            av[u] = 0.0f;
+            if (s0 + u < active) load(s0 + u, mv[u], lv[u], av[u]);
+        }
+        float bm = M;
+#pragma unroll
+        for (int u = 0; u < ATT_MERGE; ++u) bm = fmaxf(bm, mv[u]);
+        if (bm == -BRAID_INF) continue;
+        const float c0 = M == -BRAID_INF ? 0.0f : exp2f(M - bm);
+        den *= c0;
+        num *= c0;
+#pragma unroll
+        for (int u = 0; u < ATT_MERGE; ++u) {
+            const float c = mv[u] == -BRAID_INF ? 0.0f : exp2f(mv[u] - bm);
+            den += lv[u] * c;
+            num += av[u] * c;
+        }
+        M = bm;
+    }
+    return num / den;
 }
 
 // One row of D elements (x, f32) into dst (shared memory): optionally rms_norm with w and rotary
@@ -105,7 +144,7 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
                                                int h, int kvh, int max_ctx, float scale, const float* __restrict__ qn,
                                                const float* __restrict__ kn, float eps,
                                                const float* __restrict__ inv_freq, const void* pf,
-                                               unsigned long long pf_bytes, int min_chunk) {
+                                               unsigned long long pf_bytes, int min_chunk, int cluster) {
     constexpr int VEC = CT::VEC;
     constexpr int LP = (D / VEC) < 32 ? (D / VEC) : 32;  // lanes per cache row
     constexpr int NV = D / (LP * VEC);                   // 16-byte vectors per lane per row
@@ -121,6 +160,7 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     __shared__ float s_l[ATT_WARPS][GM];
     __shared__ float s_q[GM][D];
     __shared__ float s_kv[2][D];
+    __shared__ float s_pml[GM][2];  // cluster mode: this split's (m, l) per head, read by split 0
     __shared__ int s_last;
 
     l2_prefetch_share(pf, pf_bytes);
@@ -159,7 +199,15 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     const int active = (L + chunk - 1) / chunk;
     const int start = split * chunk;
     const int end = min(L, start + chunk);
-    if (start >= end) return;  // past the last chunk: nothing to wait for
+    if (start >= end) {
+        // Past the last chunk: nothing to wait for. In a cluster, stay for split 0's two barriers.
+        if (cluster && active > 1) {
+            pdl_launch();
+            cluster_sync();
+            cluster_sync();
+        }
+        return;
+    }
     int tb = start + warp * WROWS;
     if (split != 0) load_batch(tb, end, p);
 
@@ -318,6 +366,13 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
         const int head = kh * g + j;
         if (active == 1) {
             out[head * D + e] = num / den;
+        } else if (cluster) {
+            // The split's acc, in place: only this thread reads element (j, e) of s_acc.
+            s_acc[0][j][e] = num;
+            if (e == 0) {
+                s_pml[j][0] = M;
+                s_pml[j][1] = den;
+            }
         } else {
             part[((size_t)head * nsplit + split) * D + e] = num;
             if (e == 0) {
@@ -328,6 +383,22 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     }
     if (active == 1) return;
 
+    if (cluster) {
+        cluster_sync();
+        if (split == 0) {
+            for (int idx = threadIdx.x; idx < g * D; idx += blockDim.x) {
+                const int j = idx / D, e = idx % D;
+                out[(kh * g + j) * D + e] = att_merge_splits(active, [&](int sp, float& mv, float& lv, float& av) {
+                    mv = ld_cluster_f32(&s_pml[j][0], sp);
+                    lv = ld_cluster_f32(&s_pml[j][1], sp);
+                    av = ld_cluster_f32(&s_acc[0][j][e], sp);
+                });
+            }
+        }
+        cluster_sync();  // every peer's shared memory stays alive until split 0 has read it
+        return;
+    }
+
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -337,41 +408,17 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    // The merge, in split order. Each thread merges its output elements over the splits, ATT_MERGE
-    // splits at a time: every partial (m, l, acc) of a batch is requested before any is used (plain
-    // L2 loads the compiler may batch), so a merge of up to ATT_MERGE splits costs one round trip.
+    // The merge, in split order, from L2 (`__ldcg`: never a stale L1 line).
     for (int idx = threadIdx.x; idx < g * D; idx += blockDim.x) {
         const int j = idx / D, e = idx % D;
         const int head = kh * g + j;
         const float* pml = part_ml + (size_t)head * nsplit * 2;
         const float* pacc = part + (size_t)head * nsplit * D + e;
-        float M = -BRAID_INF, den = 0.0f, num = 0.0f;
-        for (int s0 = 0; s0 < active; s0 += ATT_MERGE) {
-            float mv[ATT_MERGE], lv[ATT_MERGE], av[ATT_MERGE];
-#pragma unroll
-            for (int u = 0; u < ATT_MERGE; ++u) {
-                const int sp = s0 + u;
-                const bool in = sp < active;
-                mv[u] = in ? __ldcg(pml + 2 * sp) : -BRAID_INF;
-                lv[u] = in ? __ldcg(pml + 2 * sp + 1) : 0.0f;
-                av[u] = in ? __ldcg(pacc + (size_t)sp * D) : 0.0f;
-            }
-            float bm = M;
-#pragma unroll
-            for (int u = 0; u < ATT_MERGE; ++u) bm = fmaxf(bm, mv[u]);
-            if (bm == -BRAID_INF) continue;
-            const float c0 = M == -BRAID_INF ? 0.0f : exp2f(M - bm);
-            den *= c0;
-            num *= c0;
-#pragma unroll
-            for (int u = 0; u < ATT_MERGE; ++u) {
-                const float c = mv[u] == -BRAID_INF ? 0.0f : exp2f(mv[u] - bm);
-                den += lv[u] * c;
-                num += av[u] * c;
-            }
-            M = bm;
-        }
-        out[head * D + e] = num / den;
+        out[head * D + e] = att_merge_splits(active, [&](int sp, float& mv, float& lv, float& av) {
+            mv = __ldcg(pml + 2 * sp);
+            lv = __ldcg(pml + 2 * sp + 1);
+            av = __ldcg(pacc + (size_t)sp * D);
+        });
     }
     if (threadIdx.x == 0) counters[kh] = 0u;
 }
@@ -385,9 +432,9 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
         float* __restrict__ part, float* __restrict__ part_ml, unsigned* __restrict__ counters, int h,       \
         int kvh, int max_ctx, float scale, const float* __restrict__ qn, const float* __restrict__ kn,       \
         float eps, const float* __restrict__ inv_freq, const void* pf, unsigned long long pf_bytes,          \
-        int min_chunk) {                                                                                     \
+        int min_chunk, int cluster) {                                                                        \
         attention_impl<CT, D, GM>(q, k_new, v_new, kc, vc, pos, out, part, part_ml, counters, h, kvh,        \
-                                  max_ctx, scale, qn, kn, eps, inv_freq, pf, pf_bytes, min_chunk);           \
+                                  max_ctx, scale, qn, kn, eps, inv_freq, pf, pf_bytes, min_chunk, cluster);  \
     }
 
 // The backend compiles one variant at a time (-DATT_VARIANT -DATT_SUFFIX=bf16 -DATT_CT=BF16

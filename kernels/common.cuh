@@ -124,6 +124,29 @@ __device__ __forceinline__ void pdl_launch() {
 #endif
 }
 
+// ---- thread-block clusters (sm_90+) ----
+
+// Barrier over every thread of every block of the cluster: shared-memory writes before it (release)
+// are visible to the cluster's readers after it (acquire). All threads of every block must call it
+// the same number of times (`.aligned`: the whole warp executes it together).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+
+// Reads the f32 at `p` (this block's shared memory) in block `rank` of the cluster: the same
+// variable in a peer's shared memory (distributed shared memory).
+__device__ __forceinline__ float ld_cluster_f32(const float* p, unsigned rank) {
+    float v = 0.0f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    u32 remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"((u32)__cvta_generic_to_shared(p)), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+#endif
+    return v;
+}
+
 // ---- L2 prefetch (sm_90+) ----
 
 // Asks the copy engine to bring this block's share of [p, p + bytes) into L2, without waiting. The

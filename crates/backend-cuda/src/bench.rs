@@ -27,6 +27,7 @@ pub fn measure_read_bandwidth(dev: &CudaDevice, bytes: usize) -> Result<f64, Cud
             grid: (sms * 8, 1, 1),
             block: (256, 1, 1),
             smem: 0,
+            cluster: None,
             args,
             bytes: n16 * 16,
             bytes_per_kv_row: 0,

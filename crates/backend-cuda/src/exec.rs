@@ -200,6 +200,7 @@ impl CudaExecutor {
                     grid: (1, 1, 1),
                     block: (32, 1, 1),
                     smem: 0,
+                    cluster: None,
                     args: vec![
                         crate::launch::KArg::Ptr(results[r].ptr),
                         crate::launch::KArg::Ptr(io.ptr + t as u64),

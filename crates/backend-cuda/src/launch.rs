@@ -51,6 +51,9 @@ pub struct Launch {
     pub block: (u32, u32, u32),
     /// Dynamic shared memory in bytes.
     pub smem: u32,
+    /// Thread-block cluster dimensions (blocks; sm_90+), or `None` for independent blocks. The grid
+    /// is a whole number of clusters.
+    pub cluster: Option<(u32, u32, u32)>,
     /// Arguments in kernel parameter order.
     pub args: Vec<KArg>,
     /// Bytes of device memory read and written by one launch, KV-cache rows aside.
@@ -75,6 +78,7 @@ impl std::fmt::Debug for Launch {
             .field("grid", &self.grid)
             .field("block", &self.block)
             .field("smem", &self.smem)
+            .field("cluster", &self.cluster)
             .field("args", &self.args)
             .finish()
     }
@@ -88,7 +92,8 @@ impl Launch {
 
     /// Enqueues the launch on `stream`. With `pdl`, the launch carries the programmatic stream
     /// serialization attribute: it may start while the previous kernel finishes, and waits for it at
-    /// the kernel's `griddepcontrol.wait` (kernels/common.cuh `pdl_wait`).
+    /// the kernel's `griddepcontrol.wait` (kernels/common.cuh `pdl_wait`). A launch with `cluster`
+    /// carries the cluster dimension attribute.
     ///
     /// The caller has bound the device's context to this thread.
     pub(crate) fn enqueue(&self, stream: sys::CUstream, pdl: bool) -> Result<(), CudaError> {
@@ -97,10 +102,23 @@ impl Launch {
             .iter()
             .map(|s| s as *const u64 as *mut c_void)
             .collect();
-        // SAFETY: an all-zero launch attribute is a valid "ignore" value; its fields are set below.
-        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-        attr.value.programmaticStreamSerializationAllowed = 1;
+        let mut attrs: Vec<sys::CUlaunchAttribute> = Vec::with_capacity(2);
+        if pdl {
+            // SAFETY: an all-zero launch attribute is a valid "ignore" value; its fields are set here.
+            let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            attrs.push(attr);
+        }
+        if let Some((x, y, z)) = self.cluster {
+            // SAFETY: as above.
+            let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+            attr.value.clusterDim.x = x;
+            attr.value.clusterDim.y = y;
+            attr.value.clusterDim.z = z;
+            attrs.push(attr);
+        }
         let config = sys::CUlaunchConfig {
             gridDimX: self.grid.0,
             gridDimY: self.grid.1,
@@ -110,8 +128,12 @@ impl Launch {
             blockDimZ: self.block.2,
             sharedMemBytes: self.smem,
             hStream: stream,
-            attrs: if pdl { &mut attr } else { std::ptr::null_mut() },
-            numAttrs: pdl as u32,
+            attrs: if attrs.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                attrs.as_mut_ptr()
+            },
+            numAttrs: attrs.len() as u32,
         };
         // SAFETY: `func` is a live kernel handle (its module is kept alive by `CudaFunction`);
         // `params` holds one pointer per kernel parameter, each to a slot at least as wide as the
@@ -128,8 +150,8 @@ impl Launch {
         .result()
         .ctx(|| {
             format!(
-                "launching kernel `{}` for {} = {} (grid {:?}, block {:?}, {} bytes shared memory)",
-                self.kernel, self.node, self.op, self.grid, self.block, self.smem
+                "launching kernel `{}` for {} = {} (grid {:?}, block {:?}, cluster {:?}, {} bytes shared memory)",
+                self.kernel, self.node, self.op, self.grid, self.block, self.cluster, self.smem
             )
         })
     }

@@ -30,7 +30,10 @@
 //! - `BRAID_GEMV_BLOCKS_PER_SM`: cap on resident GEMV blocks per multiprocessor (default: all fit);
 //! - `BRAID_GEMV_MAX_WPR`: cap on warps sharing one weight row (default 8);
 //! - `BRAID_L2_PREFETCH`: L2 prefetch distance in launches (default 0: off);
-//! - `BRAID_ATT_SPLITS`: attention KV splits per KV head (default about two blocks per SM);
+//! - `BRAID_ATT_CLUSTER`: 0 turns off the thread-block-cluster merge of attention's KV splits
+//!   (default on for sm_90+ while `--max-context` is short, see [`attention_cluster`]);
+//! - `BRAID_ATT_SPLITS`: attention KV splits per KV head without a cluster (default about two
+//!   blocks per SM);
 //! - `BRAID_ATT_MIN_CHUNK`: smallest KV chunk per attention block (default one batch of rows).
 
 use std::collections::HashSet;
@@ -57,6 +60,18 @@ fn attention_threads(gm: usize, d: usize) -> u32 {
         128
     }
 }
+/// Rows of the KV cache one attention block loads at once (every warp, `ATT_UNROLL` rows in flight
+/// per lane group; attention.cu), for `gm` query heads per block, head dim `d` and a cache of
+/// `vec` elements per 16-byte vector. A block's chunk is at least this long.
+fn attention_batch_rows(gm: usize, d: usize, vec: usize) -> usize {
+    let (warps, unroll) = if gm * d <= 512 { (8, 8) } else { (4, 4) };
+    let lanes_per_row = (d / vec).min(32);
+    warps * (32 / lanes_per_row) * unroll
+}
+/// Largest thread-block cluster of attention (the portable maximum on sm_90).
+const ATT_CLUSTER_MAX: usize = 8;
+/// Batches of rows one block of a clustered attention walks at most, at the longest context.
+const ATT_CLUSTER_BATCHES: usize = 2;
 /// Smallest KV chunk of a split that bounds the split count (a kernel's chunk is at least one batch
 /// of rows, 32 or more).
 const ATT_MIN_CHUNK: usize = 32;
@@ -117,6 +132,18 @@ pub fn attention_splits(kvh: usize, max_ctx: usize, sms: u32) -> usize {
         .unwrap_or_else(|| (2 * sms as usize).div_ceil(kvh.max(1)))
         .clamp(1, 64);
     want.min(max_ctx.div_ceil(ATT_MIN_CHUNK)).max(1)
+}
+
+/// KV splits of an attention whose splits merge inside one thread-block cluster per KV head (partials
+/// in distributed shared memory, no global round trip), or `None` when the global merge is used: on
+/// devices before sm_90 (`cc_major` < 9), with `BRAID_ATT_CLUSTER=0`, or when `max_ctx` rows would
+/// give the at most [`ATT_CLUSTER_MAX`] blocks of a cluster more than [`ATT_CLUSTER_BATCHES`]
+/// batches of `batch_rows` each (long contexts want more blocks than a cluster holds).
+pub fn attention_cluster(max_ctx: usize, batch_rows: usize, cc_major: i32) -> Option<usize> {
+    let on = env_usize("BRAID_ATT_CLUSTER").is_none_or(|v| v != 0);
+    let splits = max_ctx.div_ceil(batch_rows.max(1));
+    (on && cc_major >= 9 && splits <= ATT_CLUSTER_MAX * ATT_CLUSTER_BATCHES)
+        .then(|| splits.clamp(1, ATT_CLUSTER_MAX))
 }
 
 /// The attention kernel for a KV cache of `dtype`, head dim `d` and group instantiation `gm`: its
@@ -491,6 +518,7 @@ impl Lowerer<'_> {
             grid,
             block: (block, 1, 1),
             smem,
+            cluster: None,
             args,
             bytes,
             bytes_per_kv_row: 0,
@@ -1124,9 +1152,11 @@ impl Lowerer<'_> {
         let (kernel, defines) = attention_variant(kc.dtype, d, gm)
             .ok_or_else(|| self.unsupported(n, "the KV cache must be a float tensor"))?;
         let defines: Vec<(&str, &str)> = defines.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let splits = attention_splits(kvh, ctx, self.dev.sm_count());
-        let w = self.bases.work;
         let csize = kc.dtype.size_bytes();
+        let batch = attention_batch_rows(gm, d, 16 / csize);
+        let cluster = attention_cluster(ctx, batch, self.dev.compute_capability().0);
+        let splits = cluster.unwrap_or_else(|| attention_splits(kvh, ctx, self.dev.sm_count()));
+        let w = self.bases.work;
         let mut launch = self.make(
             n,
             "attention.cu",
@@ -1157,9 +1187,11 @@ impl Lowerer<'_> {
                 KArg::Ptr(0),
                 KArg::U64(0),
                 KArg::I32(env_usize("BRAID_ATT_MIN_CHUNK").unwrap_or(0) as i32),
+                KArg::I32(cluster.is_some() as i32),
             ],
             (2 * h * d + 2 * kvh * d) * 4 + 2 * kvh * d * csize,
         )?;
+        launch.cluster = cluster.map(|s| (1, s as u32, 1));
         launch.bytes_per_kv_row = 2 * kvh * d * csize;
         launch.prefetch_arg = Some(18);
         launch.detail = format!(
@@ -1213,6 +1245,14 @@ mod tests {
         assert_eq!(attention_splits(8, 64, 132), 2);
         assert_eq!(attention_splits(1, 1 << 20, 132), 64);
         assert_eq!(attention_threads(2, 128), 256);
+        // Qwen3-0.6B's attention with a bf16 cache: 128-row batches; a cluster up to 2,048 rows.
+        assert_eq!(attention_batch_rows(2, 128, 8), 128);
+        assert_eq!(attention_batch_rows(8, 128, 4), 16);
+        assert_eq!(attention_cluster(1024, 128, 9), Some(8));
+        assert_eq!(attention_cluster(2048, 128, 9), Some(8));
+        assert_eq!(attention_cluster(2049, 128, 9), None);
+        assert_eq!(attention_cluster(200, 128, 9), Some(2));
+        assert_eq!(attention_cluster(1024, 128, 8), None);
         assert_eq!(attention_threads(8, 128), 128);
     }
 }
