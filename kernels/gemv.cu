@@ -319,8 +319,11 @@ __device__ __forceinline__ void gemv_direct(const typename WT::T* __restrict__ w
 // with both rows' first GEMV_U2 weight vectors per lane requested before pdl_wait(), and each x chunk
 // read once for both rows. For tall matrices whose rows outnumber the resident warps (a fused
 // gate/up projection), so that every row's loads are in flight in one round.
+// GLU (gemv_direct2_glu_*; a gate/up projection W = [gate; up], n = 2i): warp w of block b handles rows j = b * 8 + w
+// and i + j, and writes y[m, j] = silu(gate_j) * up_j (y [m, i], no residual): the SwiGLU of HF
+// Qwen3MLP, evaluated once per element instead of in every block of the down projection.
 #define GEMV_U2 4
-template <typename WT>
+template <typename WT, bool GLU>
 __device__ __forceinline__ void gemv_direct2(const typename WT::T* __restrict__ w, const float* __restrict__ x,
                                              const float* __restrict__ norm_w, const float* __restrict__ resid,
                                              float* __restrict__ y, int n, int k, int pro, float eps) {
@@ -333,14 +336,17 @@ __device__ __forceinline__ void gemv_direct2(const typename WT::T* __restrict__ 
     if (pro == 1) {
         for (int i = threadIdx.x * 4; i < k; i += blockDim.x * 4) cp_async16(nws + i, norm_w + i);
     }
+    // Rows per group, the second row's offset, and the bound on the first row.
+    const int half = n / 2;
+    const int rpg = GLU ? 8 : 16, boff = GLU ? half : 8, na = GLU ? half : n;
     int grp = blockIdx.x;
     uint4 va[GEMV_U2], vb[GEMV_U2];
     auto load = [&](int g2, int base) {
-        const int ra = g2 * 16 + warp, rb = ra + 8;
+        const int ra = g2 * rpg + warp, rb = ra + boff;
 #pragma unroll
         for (int u = 0; u < GEMV_U2; ++u) {
             const int c = base + lane + u * 32;
-            if (c < kv && ra < n) va[u] = ld_stream(w4 + (size_t)ra * kv + c);
+            if (c < kv && ra < na) va[u] = ld_stream(w4 + (size_t)ra * kv + c);
             if (c < kv && rb < n) vb[u] = ld_stream(w4 + (size_t)rb * kv + c);
         }
     };
@@ -354,8 +360,8 @@ __device__ __forceinline__ void gemv_direct2(const typename WT::T* __restrict__ 
         inv = gemv_rms_inv(xr, k, eps);
     }
     pdl_launch();
-    for (; grp * 16 < n; grp += gridDim.x) {
-        const int ra = grp * 16 + warp, rb = ra + 8;
+    for (; grp * rpg < na; grp += gridDim.x) {
+        const int ra = grp * rpg + warp, rb = ra + boff;
         float acc_a = 0.0f, acc_b = 0.0f;
         for (int base = 0;;) {
 #pragma unroll
@@ -376,10 +382,12 @@ __device__ __forceinline__ void gemv_direct2(const typename WT::T* __restrict__ 
             if (base >= kv) break;
             load(grp, base);
         }
-        if ((grp + gridDim.x) * 16 < n) load(grp + gridDim.x, 0);
+        if ((grp + gridDim.x) * rpg < na) load(grp + gridDim.x, 0);
         acc_a = warp_sum(acc_a);
         acc_b = warp_sum(acc_b);
-        if (lane == 0) {
+        if (GLU) {
+            if (lane == 0 && ra < half) y[(size_t)m * half + ra] = silu_f32(acc_a) * acc_b;
+        } else if (lane == 0) {
             const size_t oa = (size_t)m * n + ra, ob = (size_t)m * n + rb;
             if (ra < n) y[oa] = resid != nullptr ? acc_a + resid[oa] : acc_a;
             if (rb < n) y[ob] = resid != nullptr ? acc_b + resid[ob] : acc_b;
@@ -437,18 +445,20 @@ __device__ __forceinline__ void gemv_scalar(const typename WT::T* __restrict__ w
         gemv_direct<WT, 4>(w, x, norm_w, resid, y, n, k, pro, eps, wpr, pf, pf_bytes);                    \
     }
 
-#define GEMV_DIRECT2_KERNEL(SUFFIX, WT)                                                                   \
+#define GEMV_DIRECT2_KERNEL(NAME, WT, GLU)                                                                \
     extern "C" __global__ void __launch_bounds__(256)                                                     \
-        gemv_direct2_##SUFFIX(const WT::T* __restrict__ w, const float* __restrict__ x,                  \
-                              const float* __restrict__ norm_w, const float* __restrict__ resid,          \
-                              float* __restrict__ y, int n, int k, int pro, float eps) {                  \
-        gemv_direct2<WT>(w, x, norm_w, resid, y, n, k, pro, eps);                                         \
+        NAME(const WT::T* __restrict__ w, const float* __restrict__ x, const float* __restrict__ norm_w,  \
+             const float* __restrict__ resid, float* __restrict__ y, int n, int k, int pro, float eps) {  \
+        gemv_direct2<WT, GLU>(w, x, norm_w, resid, y, n, k, pro, eps);                                    \
     }
 
 GEMV_KERNELS(bf16, BF16)
 GEMV_KERNELS(f16, F16)
 GEMV_KERNELS(f32, F32)
-GEMV_DIRECT2_KERNEL(bf16, BF16)
-GEMV_DIRECT2_KERNEL(f16, F16)
-GEMV_DIRECT2_KERNEL(f32, F32)
+GEMV_DIRECT2_KERNEL(gemv_direct2_bf16, BF16, false)
+GEMV_DIRECT2_KERNEL(gemv_direct2_f16, F16, false)
+GEMV_DIRECT2_KERNEL(gemv_direct2_f32, F32, false)
+GEMV_DIRECT2_KERNEL(gemv_direct2_glu_bf16, BF16, true)
+GEMV_DIRECT2_KERNEL(gemv_direct2_glu_f16, F16, true)
+GEMV_DIRECT2_KERNEL(gemv_direct2_glu_f32, F32, true)
 

@@ -6,7 +6,7 @@
 //! | embedding | `embedding_{dtype}` (embedding.cu) |
 //! | rms_norm | `rms_norm_f32` (norm.cu) |
 //! | rope, fused_qk_norm_rope | `norm_rope_f32` (norm.cu) |
-//! | matmul, fused_rms_norm_matmul, fused_matmul_add, fused_gated_mlp | `gemv_direct4_{dtype}`, `gemv_direct2_{dtype}`, `gemv_{dtype}` or `gemv_scalar_{dtype}` (gemv.cu) |
+//! | matmul, fused_rms_norm_matmul, fused_matmul_add, fused_gated_mlp | `gemv_direct4_{dtype}`, `gemv_direct2_{dtype}`, `gemv_direct2_glu_{dtype}`, `gemv_{dtype}` or `gemv_scalar_{dtype}` (gemv.cu) |
 //! | add, mul, silu | `ew_add_f32`, `ew_mul_f32`, `ew_silu_f32` (elementwise.cu) |
 //! | split (not a view), concat | `copy2d_u32`, one launch per slice (elementwise.cu) |
 //! | attention | `attention_{cache dtype}_d{head_dim}_g{group}` (attention.cu) |
@@ -310,12 +310,13 @@ impl Lowerer<'_> {
     /// Every launch of one decode step, in topological order.
     pub fn lower(&self) -> Result<Vec<Launch>, CudaError> {
         let absorbed = self.absorbed_qk_norm_rope();
+        let glu = self.glu_epilogues();
         let mut launches = Vec::new();
         for &n in &self.plan.order {
             if self.plan.consts.contains(&n) || absorbed.contains(&n) {
                 continue;
             }
-            self.lower_node(n, &absorbed, &mut launches)?;
+            self.lower_node(n, &absorbed, &glu, &mut launches)?;
         }
         let distance = env_usize("BRAID_L2_PREFETCH").unwrap_or(0);
         assign_l2_prefetch(&mut launches, distance);
@@ -359,6 +360,52 @@ impl Lowerer<'_> {
             }
         }
         absorbed
+    }
+
+    /// The `fused_rms_norm_matmul` nodes (a gate/up projection, W = [gate; up] of `2i` rows) whose
+    /// output feeds only a `fused_gated_mlp` with `i` columns: their GEMV writes silu(gate) · up (the
+    /// `glu` epilogue of kernels/gemv.cu `gemv_direct2`), and the down projection reads that as its
+    /// plain x. Off with `BRAID_GEMV_GLU=0`.
+    fn glu_epilogues(&self) -> HashSet<Value> {
+        let mut glu = HashSet::new();
+        if env_usize("BRAID_GEMV_GLU") == Some(0) {
+            return glu;
+        }
+        for &n in &self.plan.order {
+            if !matches!(
+                self.g.node(n.node).map(|x| &x.op),
+                Some(Op::FusedRmsNormMatmul { .. })
+            ) {
+                continue;
+            }
+            let uses = self.g.uses(n);
+            if self.g.use_count(n) != 1 || uses.len() != 1 || uses[0].1 != 0 {
+                continue;
+            }
+            let user = Value::of(uses[0].0);
+            if !matches!(
+                self.g.node(user.node).map(|x| &x.op),
+                Some(Op::FusedGatedMlp)
+            ) {
+                continue;
+            }
+            let ins = self.g.inputs(n.node);
+            let (Ok(x), Ok(w), Ok(down)) = (
+                ty_of(self.g, ins[0]),
+                ty_of(self.g, ins[2]),
+                ty_of(self.g, self.g.inputs(user.node)[1]),
+            ) else {
+                continue;
+            };
+            let vec = if w.dtype == DType::F32 { 4 } else { 8 };
+            if w.shape[0] == 2 * down.shape[1]
+                && w.dtype.is_float()
+                && x.last_dim().is_multiple_of(vec)
+            {
+                glu.insert(n);
+            }
+        }
+        glu
     }
 
     fn unsupported(&self, n: Value, msg: impl Into<String>) -> CudaError {
@@ -532,6 +579,7 @@ impl Lowerer<'_> {
         &self,
         n: Value,
         absorbed: &HashSet<Value>,
+        glu: &HashSet<Value>,
         out: &mut Vec<Launch>,
     ) -> Result<(), CudaError> {
         let node = self
@@ -645,7 +693,11 @@ impl Lowerer<'_> {
             Op::FusedRmsNormMatmul { eps } => {
                 let (x, g, w) = (opnd(0)?, opnd(1)?, opnd(2)?);
                 let k = x.ty.last_dim();
-                out.push(self.gemv(n, &x, &w, Some(&g), None, 1, x.ty.rows(), k, *eps)?);
+                out.push(if glu.contains(&n) {
+                    self.gemv_glu(n, &x, &w, &g, k, *eps)?
+                } else {
+                    self.gemv(n, &x, &w, Some(&g), None, 1, x.ty.rows(), k, *eps)?
+                });
             }
             Op::FusedMatmulAdd => {
                 let (x, w, r) = (opnd(0)?, opnd(1)?, opnd(2)?);
@@ -655,7 +707,13 @@ impl Lowerer<'_> {
             Op::FusedGatedMlp => {
                 let (gu, w, r) = (opnd(0)?, opnd(1)?, opnd(2)?);
                 let k = w.ty.shape[1];
-                out.push(self.gemv(n, &gu, &w, None, Some(&r), 2, gu.ty.rows(), k, 0.0)?);
+                // After a glu epilogue, gu holds silu(gate) · up in its first k columns.
+                let pro = if glu.contains(&Value::of(ins[0].node)) {
+                    0
+                } else {
+                    2
+                };
+                out.push(self.gemv(n, &gu, &w, None, Some(&r), pro, gu.ty.rows(), k, 0.0)?);
             }
             Op::Add | Op::Mul => {
                 let (a, b) = (opnd(0)?, opnd(1)?);
@@ -927,7 +985,7 @@ impl Lowerer<'_> {
                 _ => rows * 2 > wave,
             };
         if rows2 {
-            return self.gemv_rows2(n, x, w, norm, resid, pro, m, k, eps, suffix);
+            return self.gemv_rows2(n, x, w, norm, resid, pro, m, k, eps, suffix, false);
         }
         let (kernel, smem) = if direct {
             (
@@ -1008,7 +1066,38 @@ impl Lowerer<'_> {
         Ok(launch)
     }
 
-    /// The two-rows-per-warp direct GEMV (kernels/gemv.cu `gemv_direct2`).
+    /// A gate/up `fused_rms_norm_matmul` with the glu epilogue ([`Lowerer::glu_epilogues`]):
+    /// `y[:, :i] = silu(gate) · up` for `w` [2i, k].
+    fn gemv_glu(
+        &self,
+        n: Value,
+        x: &Operand,
+        w: &Operand,
+        norm: &Operand,
+        k: usize,
+        eps: f32,
+    ) -> Result<Launch, CudaError> {
+        self.expect(n, "x", x, DType::F32)?;
+        self.expect(n, "norm weight", norm, DType::F32)?;
+        let suffix = dtype_suffix(w.dtype).ok_or_else(|| {
+            self.unsupported(n, format!("weight {} must be a float tensor", w.ty))
+        })?;
+        let aligned = [w.ptr, x.ptr, norm.ptr]
+            .iter()
+            .all(|p| p.is_multiple_of(16));
+        if !aligned {
+            return Err(self.unsupported(n, "the glu epilogue needs 16-byte aligned operands"));
+        }
+        let (m, rows) = (x.ty.rows(), w.ty.shape[0]);
+        self.gemv_rows2(n, x, w, Some(norm), None, 1, m, k, eps, suffix, true)
+            .map(|mut l| {
+                l.detail = format!("{rows}x{k} +swiglu");
+                l
+            })
+    }
+
+    /// The two-rows-per-warp direct GEMV (kernels/gemv.cu `gemv_direct2`); with `glu`, the SwiGLU
+    /// epilogue over W = [gate; up] (`gemv_direct2_glu`).
     #[allow(clippy::too_many_arguments)]
     fn gemv_rows2(
         &self,
@@ -1022,9 +1111,10 @@ impl Lowerer<'_> {
         k: usize,
         eps: f32,
         suffix: &str,
+        glu: bool,
     ) -> Result<Launch, CudaError> {
         let rows = w.ty.shape[0];
-        let kernel = format!("gemv_direct2_{suffix}");
+        let kernel = format!("gemv_direct2{}_{suffix}", if glu { "_glu" } else { "" });
         let smem = if pro == 1 { (k * 4) as u32 } else { 0 };
         let func = self.dev.kernel("gemv.cu", &kernel, &[])?;
         if smem > 48 * 1024 {

@@ -320,6 +320,52 @@ fn fused_gemv_prologues_and_epilogues() {
             TOL,
         );
     }
+    // The whole MLP: rms_norm + gate/up (the GEMV's glu epilogue writes silu(gate) * up), then down
+    // + residual reading that product as plain x.
+    {
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let x = f32_input(&mut g, "x", &[1, 1024]);
+        let nw = norm_weight(&mut g, &mut w, &mut rng, "nw", DType::BF16, 1024);
+        let wgu = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wgu",
+            DType::BF16,
+            &[6144, 1024],
+            0.05,
+        );
+        let wd = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wd",
+            DType::BF16,
+            &[1024, 3072],
+            0.03,
+        );
+        let gu = op(&mut g, Op::FusedRmsNormMatmul { eps: 1e-6 }, &[x, nw, wgu]);
+        let y = op(&mut g, Op::FusedGatedMlp, &[gu, wd, x]);
+        g.set_results(vec![y]);
+        let exec = CudaExecutor::new(&device(), &g, &w, ExecOptions::default()).expect("executor");
+        let details: Vec<&str> = exec.launches().iter().map(|l| l.detail.as_str()).collect();
+        assert_eq!(
+            details,
+            ["6144x1024 +swiglu", "1024x3072"],
+            "launches of the MLP"
+        );
+        let steps: Vec<Step> = (0..3)
+            .map(|_| vec![("x".into(), rand_tensor(&mut rng, &[1, 1024], 2.0))])
+            .collect();
+        check(
+            "fused_rms_norm_matmul (glu epilogue) -> fused_gated_mlp, bf16 Qwen3-0.6B MLP",
+            &g,
+            &w,
+            &steps,
+            TOL,
+        );
+    }
 }
 
 #[test]
