@@ -198,6 +198,79 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return t;
 }
 
+// ---- argmax across a grid ----
+// (value, index) pairs are ordered by value, then by smaller index: a total order, so a reduction
+// does not depend on block timing. NaN values are never picked.
+
+#define ARGMAX_NONE 0x7fffffff
+
+__device__ __forceinline__ void argmax_pick(float& bv, int& bi, float v, int i) {
+    if (v > bv || (v == bv && i < bi)) {
+        bv = v;
+        bi = i;
+    }
+}
+
+// Reduces (bv, bi) over the block; thread 0 gets the result.
+__device__ __forceinline__ void argmax_block(float& bv, int& bi, float* sv, int* si) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        argmax_pick(bv, bi, ov, oi);
+    }
+    __syncthreads();
+    if (lane == 0) {
+        sv[warp] = bv;
+        si[warp] = bi;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        bv = lane < nw ? sv[lane] : -BRAID_INF;
+        bi = lane < nw ? si[lane] : ARGMAX_NONE;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            argmax_pick(bv, bi, ov, oi);
+        }
+    }
+}
+
+// Ends a grid-wide argmax: every thread holds its (bv, bi); the block reduces them and, for a grid of
+// several blocks, writes a partial [blockIdx.x] to part_v / part_i; the last block to finish (an
+// atomic counter, reset by that block) reduces the partials and writes out[0] (0 when every value
+// was NaN). sv / si: 32 floats / ints of shared memory. Called by every thread of the block.
+__device__ __forceinline__ void argmax_finish(float bv, int bi, float* sv, int* si, float* __restrict__ part_v,
+                                              int* __restrict__ part_i, unsigned* __restrict__ counter,
+                                              int* __restrict__ out) {
+    __shared__ int s_last;
+    argmax_block(bv, bi, sv, si);
+    if (gridDim.x == 1) {
+        if (threadIdx.x == 0) out[0] = bi == ARGMAX_NONE ? 0 : bi;
+        return;
+    }
+    if (threadIdx.x == 0) {
+        part_v[blockIdx.x] = bv;
+        part_i[blockIdx.x] = bi;
+        __threadfence();
+        const unsigned prev = atomicAdd(counter, 1u);
+        s_last = prev == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    bv = -BRAID_INF;
+    bi = ARGMAX_NONE;
+    for (int b = threadIdx.x; b < (int)gridDim.x; b += blockDim.x) argmax_pick(bv, bi, __ldcg(part_v + b), __ldcg(part_i + b));
+    argmax_block(bv, bi, sv, si);
+    if (threadIdx.x == 0) {
+        out[0] = bi == ARGMAX_NONE ? 0 : bi;
+        counter[0] = 0u;
+    }
+}
+
 // x * sigmoid(x) with the hardware exponential (__expf: a few ulp; the reference's silu differs by
 // ~1e-7 relative), as the GEMV prologues evaluate it for every element of every row they process.
 __device__ __forceinline__ float silu_f32(float x) { return x / (1.0f + __expf(-x)); }

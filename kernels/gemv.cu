@@ -77,12 +77,16 @@ __device__ __forceinline__ float gemv_dot_chunk(const uint4& v, const float* xs,
     return s;
 }
 
-// Vectorized path: k % WT::VEC == 0 and W 16-byte aligned.
-template <typename WT>
+// Vectorized path: k % WT::VEC == 0 and W 16-byte aligned. ARGMAX (gemv_argmax_*; one x row): also
+// am_out[0] = argmax(y) over the n outputs (argmax_finish, common.cuh; am_v / am_i hold a partial per
+// block, am_counter starts at 0), the greedy pick after an LM head without a launch of its own.
+template <typename WT, bool ARGMAX>
 __device__ __forceinline__ void gemv_vec(const typename WT::T* __restrict__ w, const float* __restrict__ x,
                                          const float* __restrict__ norm_w, const float* __restrict__ resid,
                                          float* __restrict__ y, int n, int k, int pro, float eps, int wpr,
-                                         const void* pf, unsigned long long pf_bytes) {
+                                         const void* pf, unsigned long long pf_bytes, int* __restrict__ am_out,
+                                         float* __restrict__ am_v, int* __restrict__ am_i,
+                                         unsigned* __restrict__ am_counter) {
     extern __shared__ float smem[];
     float* scratch = smem;
     float* red = smem + 32;  // [2][8] row partials, double-buffered across row groups
@@ -117,6 +121,8 @@ __device__ __forceinline__ void gemv_vec(const typename WT::T* __restrict__ w, c
     __syncthreads();
     pdl_launch();
 
+    float bv = -BRAID_INF;  // ARGMAX: this lane's best (value, row)
+    int bi = ARGMAX_NONE;
     int buf = 0;
     for (; grp * rpb < n; grp += gridDim.x) {
         const int row = grp * rpb + rib;
@@ -160,8 +166,15 @@ __device__ __forceinline__ void gemv_vec(const typename WT::T* __restrict__ w, c
         }
         if (part == 0 && lane == 0 && row < n) {
             const size_t o = (size_t)m * n + row;
-            y[o] = resid != nullptr ? acc + resid[o] : acc;
+            const float r = resid != nullptr ? acc + resid[o] : acc;
+            y[o] = r;
+            if (ARGMAX) argmax_pick(bv, bi, r, row);
         }
+    }
+    if (ARGMAX) {
+        __shared__ float sv[32];
+        __shared__ int si[32];
+        argmax_finish(bv, bi, sv, si, am_v, am_i, am_counter, am_out);
     }
 }
 
@@ -428,7 +441,18 @@ __device__ __forceinline__ void gemv_scalar(const typename WT::T* __restrict__ w
                       const float* __restrict__ norm_w, const float* __restrict__ resid,                  \
                       float* __restrict__ y, int n, int k, int pro, float eps, int wpr, const void* pf,   \
                       unsigned long long pf_bytes) {                                                      \
-        gemv_vec<WT>(w, x, norm_w, resid, y, n, k, pro, eps, wpr, pf, pf_bytes);                          \
+        gemv_vec<WT, false>(w, x, norm_w, resid, y, n, k, pro, eps, wpr, pf, pf_bytes, nullptr, nullptr,   \
+                            nullptr, nullptr);                                                            \
+    }                                                                                                     \
+    extern "C" __global__ void __launch_bounds__(256)                                                     \
+        gemv_argmax_##SUFFIX(const WT::T* __restrict__ w, const float* __restrict__ x,                   \
+                             const float* __restrict__ norm_w, const float* __restrict__ resid,           \
+                             float* __restrict__ y, int n, int k, int pro, float eps, int wpr,            \
+                             const void* pf, unsigned long long pf_bytes, int* __restrict__ am_out,       \
+                             float* __restrict__ am_v, int* __restrict__ am_i,                            \
+                             unsigned* __restrict__ am_counter) {                                         \
+        gemv_vec<WT, true>(w, x, norm_w, resid, y, n, k, pro, eps, wpr, pf, pf_bytes, am_out, am_v, am_i,  \
+                           am_counter);                                                                   \
     }                                                                                                     \
     extern "C" __global__ void __launch_bounds__(256)                                                     \
         gemv_scalar_##SUFFIX(const WT::T* __restrict__ w, const float* __restrict__ x,                   \

@@ -208,6 +208,18 @@ fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok()?.trim().parse().ok()
 }
 
+/// Whether an argmax over the `len` f32 values at `x` can be computed by `prev`, the launch before it:
+/// a staged GEMV (`gemv_{dtype}`, kernels/gemv.cu) of one x row whose output is exactly those
+/// values. Off with `BRAID_ARGMAX_FOLD=0`.
+fn argmax_folds_into(prev: &Launch, x: DevPtr, len: usize) -> bool {
+    let staged = ["gemv_bf16", "gemv_f16", "gemv_f32"].contains(&prev.kernel.as_str());
+    staged
+        && env_usize("BRAID_ARGMAX_FOLD") != Some(0)
+        && prev.grid.1 == 1
+        && prev.args.get(4) == Some(&KArg::Ptr(x))
+        && prev.args.get(5) == Some(&KArg::I32(len as i32))
+}
+
 /// Blocks of the argmax over `n` elements.
 fn argmax_blocks(n: usize, sms: u32) -> usize {
     n.div_ceil(1024).clamp(1, 2 * sms as usize)
@@ -249,8 +261,12 @@ pub(crate) fn workspace_layout(
                 counters = counters.max(kvh * 4);
             }
             Op::Argmax => {
+                // Partials for argmax_f32, or for the GEMV it is folded into (8 blocks per SM at
+                // most: 2,048 threads of 256-thread blocks).
                 let x = ty_of(g, ins[0])?;
-                blocks = blocks.max(argmax_blocks(x.numel(), sms));
+                blocks = blocks
+                    .max(argmax_blocks(x.numel(), sms))
+                    .max(8 * sms as usize);
             }
             _ => {}
         }
@@ -823,8 +839,27 @@ impl Lowerer<'_> {
                 let x = opnd(0)?;
                 self.expect(n, "x", &x, DType::F32)?;
                 let len = x.ty.numel();
-                let blocks = argmax_blocks(len, sms);
                 let w = self.bases.work;
+                let partials = [
+                    KArg::Ptr(w + self.work.am_v as u64),
+                    KArg::Ptr(w + self.work.am_i as u64),
+                    KArg::Ptr(w + self.work.am_counter as u64),
+                ];
+                if let Some(prev) = out.last_mut().filter(|l| argmax_folds_into(l, x.ptr, len)) {
+                    // The GEMV that wrote x just before picks the argmax too (gemv_argmax_*).
+                    let kernel = prev.kernel.replacen("gemv_", "gemv_argmax_", 1);
+                    prev.func = self.dev.kernel("gemv.cu", &kernel, &[])?;
+                    if prev.smem > 48 * 1024 {
+                        self.allow_large_smem(&prev.func, &kernel)?;
+                    }
+                    prev.kernel = kernel;
+                    prev.args.push(KArg::Ptr(self.output(n, 0)?));
+                    prev.args.extend(partials);
+                    prev.bytes += 4;
+                    prev.detail.push_str(" +argmax");
+                    return Ok(());
+                }
+                let blocks = argmax_blocks(len, sms);
                 out.push(self.make(
                     n,
                     "argmax.cu",
@@ -836,9 +871,9 @@ impl Lowerer<'_> {
                     vec![
                         KArg::Ptr(x.ptr),
                         KArg::I32(len as i32),
-                        KArg::Ptr(w + self.work.am_v as u64),
-                        KArg::Ptr(w + self.work.am_i as u64),
-                        KArg::Ptr(w + self.work.am_counter as u64),
+                        partials[0],
+                        partials[1],
+                        partials[2],
                         KArg::Ptr(self.output(n, 0)?),
                     ],
                     len * 4 + 4,

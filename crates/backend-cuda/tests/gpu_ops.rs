@@ -8,7 +8,7 @@ mod common;
 
 use braid_backend_cuda::{CudaExecutor, ExecOptions};
 use braid_ir::interp::Interpreter;
-use braid_ir::{DType, Graph, Op, Tensor, TensorType, Value};
+use braid_ir::{DType, Graph, HostWeight, Op, Tensor, TensorType, Value};
 use common::*;
 
 /// Relative L2 bound for f32 arithmetic on f32 or bf16-upcast operands (only the summation order
@@ -658,4 +658,65 @@ fn argmax_takes_the_first_of_equal_maxima() {
             .collect();
         check(&format!("argmax f32[1, {n}]"), &g, &w, &steps, 0.0);
     }
+}
+
+/// An LM head (rms_norm + matmul over Qwen3's 151936 rows) followed by argmax: the GEMV picks the
+/// argmax itself (gemv_argmax_*, one launch). Two rows of the weight are equal and scaled up, so on
+/// the steps whose x favours them their logits tie at the maximum and the first row must win.
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn argmax_folded_into_the_lm_head() {
+    let (vocab, hidden) = (151_936usize, 1024usize);
+    let mut rng = Rng::new(12);
+    let mut g = Graph::new();
+    let mut w = Weights::new();
+    let x = f32_input(&mut g, "x", &[1, hidden]);
+    let nw = norm_weight(&mut g, &mut w, &mut rng, "nw", DType::BF16, hidden);
+    let mut values = rng.vec(vocab * hidden, 0.05);
+    let (a, b) = (4_321usize, 120_000usize);
+    let tie: Vec<f32> = (0..hidden).map(|_| 0.5 * rng.unit()).collect();
+    values[a * hidden..(a + 1) * hidden].copy_from_slice(&tie);
+    values[b * hidden..(b + 1) * hidden].copy_from_slice(&tie);
+    w.insert(
+        "lm_head".into(),
+        HostWeight::from_f32(DType::BF16, vec![vocab, hidden], &values),
+    );
+    let lm = g
+        .add1(
+            Op::Weight {
+                name: "lm_head".into(),
+                ty: TensorType::new(DType::BF16, [vocab, hidden]),
+            },
+            &[],
+        )
+        .expect("weight leaf");
+    let logits = op(&mut g, Op::FusedRmsNormMatmul { eps: 1e-6 }, &[x, nw, lm]);
+    let token = op(&mut g, Op::Argmax, &[logits]);
+    g.set_results(vec![logits, token]);
+    let exec = CudaExecutor::new(&device(), &g, &w, ExecOptions::default()).expect("executor");
+    let kernels: Vec<&str> = exec.launches().iter().map(|l| l.kernel.as_str()).collect();
+    assert_eq!(
+        kernels,
+        ["gemv_argmax_bf16"],
+        "one launch for the LM head and argmax"
+    );
+    let steps: Vec<Step> = (0..4)
+        .map(|s| {
+            // Odd steps: x along the tied row, so rows a and b give the largest logit.
+            let t = if s % 2 == 1 {
+                Tensor::f32([1, hidden], tie.iter().map(|v| v * 4.0).collect())
+            } else {
+                rand_tensor(&mut rng, &[1, hidden], 2.0)
+            };
+            vec![("x".into(), t)]
+        })
+        .collect();
+    check("lm_head + argmax (one kernel)", &g, &w, &steps, TOL);
+    let mut graph = CudaExecutor::new(&device(), &g, &w, ExecOptions::default()).expect("executor");
+    let out = graph.run(&[("x", steps[1][0].1.clone())]).expect("step");
+    assert_eq!(
+        out[1].ints,
+        vec![a as i32],
+        "a tie at the maximum goes to the first row"
+    );
 }
