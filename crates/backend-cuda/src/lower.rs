@@ -10,11 +10,16 @@
 //! | add, mul, silu | `ew_add_f32`, `ew_mul_f32`, `ew_silu_f32` (elementwise.cu) |
 //! | split (not a view), concat | `copy2d_u32`, one launch per slice (elementwise.cu) |
 //! | attention | `attention_{cache dtype}_d{head_dim}_g{group}` (attention.cu) |
-//! | argmax | `argmax_f32` (argmax.cu) |
+//! | argmax | `argmax_f32` (argmax.cu), or `gemv_argmax_{dtype}` (gemv.cu) |
 //!
-//! Backend fusion: a `fused_qk_norm_rope` whose two outputs feed only one `attention` (as its q and
-//! k, at the same position) costs no launch of its own: the attention kernel applies the norms and
-//! the rotary embedding in its prologue (kernels/attention.cu), computing the same values.
+//! Backend fusions (each decided from ops and shapes alone, each computing the same values):
+//! - a `fused_qk_norm_rope` whose two outputs feed only one `attention` (as its q and k, at the same
+//!   position) costs no launch of its own: the attention kernel applies the norms and the rotary
+//!   embedding in its prologue (kernels/attention.cu);
+//! - a gate/up `fused_rms_norm_matmul` feeding only a `fused_gated_mlp` writes silu(gate) · up in
+//!   its epilogue (`gemv_direct2_glu`), and the down projection reads it as plain x;
+//! - an `argmax` right after the staged GEMV that wrote its input (an LM head) runs inside that
+//!   GEMV (`gemv_argmax`).
 //!
 //! L2 prefetch (off by default: on an H200 it cost 3-6% of the step): every GEMV and attention
 //! launch can pull a later launch's weights into L2 while it runs (`l2_prefetch_share` in
@@ -34,7 +39,10 @@
 //!   (default on for sm_90+ while `--max-context` is short, see [`attention_cluster`]);
 //! - `BRAID_ATT_SPLITS`: attention KV splits per KV head without a cluster (default about two
 //!   blocks per SM);
-//! - `BRAID_ATT_MIN_CHUNK`: smallest KV chunk per attention block (default one batch of rows).
+//! - `BRAID_ATT_MIN_CHUNK`: smallest KV chunk per attention block (default one batch of rows);
+//! - `BRAID_ATT_UNROLL`: KV rows per lane group in flight in attention (default 4);
+//! - `BRAID_GEMV_GLU`: 0 turns off the SwiGLU epilogue of gate/up GEMVs;
+//! - `BRAID_ARGMAX_FOLD`: 0 gives argmax its own launch.
 
 use std::collections::HashSet;
 
@@ -61,10 +69,12 @@ fn attention_threads(gm: usize, d: usize) -> u32 {
     }
 }
 /// Rows of the KV cache one attention block loads at once (every warp, `ATT_UNROLL` rows in flight
-/// per lane group; attention.cu), for `gm` query heads per block, head dim `d` and a cache of
-/// `vec` elements per 16-byte vector. A block's chunk is at least this long.
+/// per lane group, 4 unless `BRAID_ATT_UNROLL` says otherwise; attention.cu), for `gm` query heads
+/// per block, head dim `d` and a cache of `vec` elements per 16-byte vector. A block's chunk is at
+/// least this long.
 fn attention_batch_rows(gm: usize, d: usize, vec: usize) -> usize {
-    let (warps, unroll) = if gm * d <= 512 { (8, 8) } else { (4, 4) };
+    let warps = if gm * d <= 512 { 8 } else { 4 };
+    let unroll = env_usize("BRAID_ATT_UNROLL").unwrap_or(4);
     let lanes_per_row = (d / vec).min(32);
     warps * (32 / lanes_per_row) * unroll
 }
@@ -168,7 +178,10 @@ pub fn attention_variant(
             ("ATT_CT", ct.to_string()),
             ("ATT_D", d.to_string()),
             ("ATT_GM", gm.to_string()),
-        ],
+        ]
+        .into_iter()
+        .chain(env_usize("BRAID_ATT_UNROLL").map(|u| ("ATT_UNROLL_N", u.to_string())))
+        .collect(),
     ))
 }
 
@@ -1370,8 +1383,10 @@ mod tests {
         assert_eq!(attention_splits(8, 64, 132), 2);
         assert_eq!(attention_splits(1, 1 << 20, 132), 64);
         assert_eq!(attention_threads(2, 128), 256);
-        // Qwen3-0.6B's attention with a bf16 cache: 128-row batches; a cluster up to 2,048 rows.
-        assert_eq!(attention_batch_rows(2, 128, 8), 128);
+        // Qwen3-0.6B's attention with a bf16 cache: 64-row batches; a cluster up to 1,024 rows.
+        assert_eq!(attention_batch_rows(2, 128, 8), 64);
+        assert_eq!(attention_cluster(1024, 64, 9), Some(8));
+        assert_eq!(attention_cluster(1025, 64, 9), None);
         assert_eq!(attention_batch_rows(8, 128, 4), 16);
         assert_eq!(attention_cluster(1024, 128, 9), Some(8));
         assert_eq!(attention_cluster(2048, 128, 9), Some(8));
