@@ -11,9 +11,10 @@
 // memory when several warps share a row) reduce a row. The host picks the variant (lower.rs):
 //   gemv_direct4: each lane reads its own x elements from global memory (L1); `wpr` warps share a row
 //     (narrow matrices), 4 vectors per lane in flight; no block barrier except for the norm weights.
-//   gemv_direct2: two rows per warp, both in flight, for matrices with more rows than a wave of warps.
+//   gemv_direct2: two rows per warp, both in flight, for matrices with more rows than a wave of warps;
+//     gemv_direct2_glu pairs gate row j with up row i + j and writes silu(gate) * up (a SwiGLU epilogue).
 //   gemv (staged): the prologue's x staged once per block in shared memory; for tall matrices (an LM
-//     head) whose warps each walk many rows.
+//     head) whose warps each walk many rows; gemv_argmax also picks the argmax of its output.
 //   gemv_scalar: any k and alignment.
 // PDL: every variant loads its first weight vectors before `pdl_wait()` (weights never change during
 // a step), so weight traffic overlaps the tail of the previous kernel.

@@ -54,9 +54,10 @@
 //! the position) before its `griddepcontrol.wait`. Tuning knobs (environment variables) are listed
 //! in [`lower`].
 //!
-//! Measured on one H200 (Qwen3-0.6B shapes, random bf16 weights, fused graph, positions 0..256):
-//! about 830 µs per token through [`CudaExecutor::decode_greedy`] (1,200 tok/s, 32% of the
-//! weight-read roofline), 845 µs through [`CudaExecutor::step`]; 143 launches per step.
+//! Measured on one H200 (Qwen3-0.6B shapes, random bf16 weights, fused graph, positions 0..256,
+//! the `gpu_decode` test of 2026-12-01): 740.6 µs per token through [`CudaExecutor::decode_greedy`]
+//! (1,350 tok/s, 36% of the weight-read roofline), 754.3 µs through [`CudaExecutor::step`]; 142
+//! launches per step. `BENCHMARKS.md` has the `braid bench` figures.
 //!
 //! ## Requirements at run time
 //!
