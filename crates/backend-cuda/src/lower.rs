@@ -74,9 +74,14 @@ fn attention_threads(gm: usize, d: usize) -> u32 {
 /// least this long.
 fn attention_batch_rows(gm: usize, d: usize, vec: usize) -> usize {
     let warps = if gm * d <= 512 { 8 } else { 4 };
-    let unroll = env_usize("BRAID_ATT_UNROLL").unwrap_or(4);
+    let unroll = attention_unroll_knob().unwrap_or(4);
     let lanes_per_row = (d / vec).min(32);
     warps * (32 / lanes_per_row) * unroll
+}
+/// `BRAID_ATT_UNROLL`: KV rows per lane group in flight in attention, if set (1 to 16; the kernel's
+/// default is 4).
+fn attention_unroll_knob() -> Option<usize> {
+    env_usize("BRAID_ATT_UNROLL").map(|u| u.clamp(1, 16))
 }
 /// Largest thread-block cluster of attention (the portable maximum on sm_90).
 const ATT_CLUSTER_MAX: usize = 8;
@@ -180,7 +185,7 @@ pub fn attention_variant(
             ("ATT_GM", gm.to_string()),
         ]
         .into_iter()
-        .chain(env_usize("BRAID_ATT_UNROLL").map(|u| ("ATT_UNROLL_N", u.to_string())))
+        .chain(attention_unroll_knob().map(|u| ("ATT_UNROLL_N", u.to_string())))
         .collect(),
     ))
 }
