@@ -13,11 +13,12 @@
 // Grid (kvh, nsplit) is fixed for max_ctx, so one captured graph serves every position: the L = p + 1
 // rows are cut into `active` chunks of max(ceil(L / nsplit), min_chunk, one batch) rows, where a
 // batch is the rows all warps of a block load at once (min_chunk 0: one batch); blocks past the last
-// chunk exit at once (in cluster mode, after the cluster's barriers). A block handles one KV head and its g = h / kvh query heads over its chunk:
-// each warp runs an online softmax over rows (LP lanes per row, each holding 16-byte vectors of k and
-// v; ATT_UNROLL row loads in flight per lane), the warps merge through shared memory, and the block
-// writes an unnormalised partial (m, l, acc[D]) per head, merged in split order (so the result does
-// not depend on block timing) in one of two ways:
+// chunk exit at once (in cluster mode, after the cluster's barriers). A block handles one KV head
+// and its g = h / kvh query heads over its chunk: each warp runs an online softmax over rows (LP
+// lanes per row, each holding 16-byte vectors of k and v; ATT_UNROLL row loads in flight per lane),
+// the warps merge through shared memory, and the block writes an unnormalised partial (m, l,
+// acc[D]) per head, merged in split order (so the result does not depend on block timing) in one of
+// two ways:
 // - cluster != 0: the nsplit blocks of a KV head form one thread-block cluster (grid y, at most 8);
 //   each keeps its partial in shared memory, and after a cluster barrier split 0 reads them through
 //   distributed shared memory. Blocks past the last chunk stay for the barriers (a block's shared

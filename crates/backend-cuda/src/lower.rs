@@ -156,9 +156,9 @@ pub fn attention_splits(kvh: usize, max_ctx: usize, sms: u32) -> usize {
 /// batches of `batch_rows` each (long contexts want more blocks than a cluster holds).
 pub fn attention_cluster(max_ctx: usize, batch_rows: usize, cc_major: i32) -> Option<usize> {
     let on = env_usize("BRAID_ATT_CLUSTER").is_none_or(|v| v != 0);
-    let splits = max_ctx.div_ceil(batch_rows.max(1));
-    (on && cc_major >= 9 && splits <= ATT_CLUSTER_MAX * ATT_CLUSTER_BATCHES)
-        .then(|| splits.clamp(1, ATT_CLUSTER_MAX))
+    let batches = max_ctx.div_ceil(batch_rows.max(1));
+    (on && cc_major >= 9 && batches <= ATT_CLUSTER_MAX * ATT_CLUSTER_BATCHES)
+        .then(|| batches.clamp(1, ATT_CLUSTER_MAX))
 }
 
 /// The attention kernel for a KV cache of `dtype`, head dim `d` and group instantiation `gm`: its
@@ -397,9 +397,9 @@ impl Lowerer<'_> {
     }
 
     /// The `fused_rms_norm_matmul` nodes (a gate/up projection, W = [gate; up] of `2i` rows) whose
-    /// output feeds only a `fused_gated_mlp` with `i` columns: their GEMV writes silu(gate) · up (the
-    /// `glu` epilogue of kernels/gemv.cu `gemv_direct2`), and the down projection reads that as its
-    /// plain x. Off with `BRAID_GEMV_GLU=0`.
+    /// output feeds only a `fused_gated_mlp` with `i` columns: their GEMV writes silu(gate) · up
+    /// (kernels/gemv.cu `gemv_direct2_glu`), and the down projection reads that as its plain x. Off
+    /// with `BRAID_GEMV_GLU=0`.
     fn glu_epilogues(&self) -> HashSet<Value> {
         let mut glu = HashSet::new();
         if env_usize("BRAID_GEMV_GLU") == Some(0) {
