@@ -693,7 +693,7 @@ fn argmax_folded_into_the_lm_head() {
     let logits = op(&mut g, Op::FusedRmsNormMatmul { eps: 1e-6 }, &[x, nw, lm]);
     let token = op(&mut g, Op::Argmax, &[logits]);
     g.set_results(vec![logits, token]);
-    let exec = CudaExecutor::new(&device(), &g, &w, ExecOptions::default()).expect("executor");
+    let mut exec = CudaExecutor::new(&device(), &g, &w, ExecOptions::default()).expect("executor");
     let kernels: Vec<&str> = exec.launches().iter().map(|l| l.kernel.as_str()).collect();
     assert_eq!(
         kernels,
@@ -712,8 +712,7 @@ fn argmax_folded_into_the_lm_head() {
         })
         .collect();
     check("lm_head + argmax (one kernel)", &g, &w, &steps, TOL);
-    let mut graph = CudaExecutor::new(&device(), &g, &w, ExecOptions::default()).expect("executor");
-    let out = graph.run(&[("x", steps[1][0].1.clone())]).expect("step");
+    let out = exec.run(&[("x", steps[1][0].1.clone())]).expect("step");
     assert_eq!(
         out[1].ints,
         vec![a as i32],
