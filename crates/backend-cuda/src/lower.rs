@@ -989,6 +989,27 @@ impl Lowerer<'_> {
         )
     }
 
+    /// Checks a GEMV's operands (f32 x, norm weight and residual; a float weight) and returns the
+    /// kernel suffix of the weight's dtype.
+    fn gemv_operands(
+        &self,
+        n: Value,
+        x: &Operand,
+        w: &Operand,
+        norm: Option<&Operand>,
+        resid: Option<&Operand>,
+    ) -> Result<&'static str, CudaError> {
+        self.expect(n, "x", x, DType::F32)?;
+        if let Some(g) = norm {
+            self.expect(n, "norm weight", g, DType::F32)?;
+        }
+        if let Some(r) = resid {
+            self.expect(n, "residual", r, DType::F32)?;
+        }
+        dtype_suffix(w.dtype)
+            .ok_or_else(|| self.unsupported(n, format!("weight {} must be a float tensor", w.ty)))
+    }
+
     /// `y [m, n] = prologue(x) · wᵀ (+ resid)`; see kernels/gemv.cu for `pro`.
     #[allow(clippy::too_many_arguments)]
     fn gemv(
@@ -1003,16 +1024,7 @@ impl Lowerer<'_> {
         k: usize,
         eps: f32,
     ) -> Result<Launch, CudaError> {
-        self.expect(n, "x", x, DType::F32)?;
-        if let Some(g) = norm {
-            self.expect(n, "norm weight", g, DType::F32)?;
-        }
-        if let Some(r) = resid {
-            self.expect(n, "residual", r, DType::F32)?;
-        }
-        let suffix = dtype_suffix(w.dtype).ok_or_else(|| {
-            self.unsupported(n, format!("weight {} must be a float tensor", w.ty))
-        })?;
+        let suffix = self.gemv_operands(n, x, w, norm, resid)?;
         let rows = w.ty.shape[0];
         let vec = if w.dtype == DType::F32 { 4 } else { 8 };
         let vectorized = k.is_multiple_of(vec) && w.ptr.is_multiple_of(16);
@@ -1130,11 +1142,7 @@ impl Lowerer<'_> {
         k: usize,
         eps: f32,
     ) -> Result<Launch, CudaError> {
-        self.expect(n, "x", x, DType::F32)?;
-        self.expect(n, "norm weight", norm, DType::F32)?;
-        let suffix = dtype_suffix(w.dtype).ok_or_else(|| {
-            self.unsupported(n, format!("weight {} must be a float tensor", w.ty))
-        })?;
+        let suffix = self.gemv_operands(n, x, w, Some(norm), None)?;
         let aligned = [w.ptr, x.ptr, norm.ptr]
             .iter()
             .all(|p| p.is_multiple_of(16));
