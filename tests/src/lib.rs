@@ -2,9 +2,8 @@
 
 use std::path::PathBuf;
 
-use braid_runtime::backend::{open_backend, BackendRequest};
-use braid_runtime::cli::DeviceArg;
 use braid_runtime::load::LoadedModel;
+use braid_runtime::pipeline::{open_backend, BackendRequest, Device};
 
 /// Path of a committed fixture under `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
@@ -16,12 +15,7 @@ pub fn fixture(name: &str) -> PathBuf {
 /// Teacher-forces `tokens` through the model's decode step on the CPU with the given passes and
 /// returns the logits at every position (`[T][vocab]`).
 pub fn cpu_logits(model: &LoadedModel, passes: &str, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let req = BackendRequest {
-        device: DeviceArg::Cpu,
-        passes,
-        max_context: tokens.len().max(8),
-        use_graph: false,
-    };
+    let req = BackendRequest::new(Device::Cpu, passes, tokens.len().max(8));
     let mut backend = open_backend(model, &req).expect("open the CPU backend");
     backend.reset().expect("reset");
     tokens

@@ -2,11 +2,9 @@
 //! identical greedy generations with and without fusion.
 
 use braid_ir::{stats::stats, text, DType};
-use braid_runtime::backend::{open_backend, BackendRequest};
-use braid_runtime::cli::DeviceArg;
-use braid_runtime::commands::graph::run_passes;
 use braid_runtime::engine::{generate, GenerateOptions};
 use braid_runtime::load::LoadedModel;
+use braid_runtime::pipeline::{open_backend, run_passes, BackendRequest, Device};
 use braid_runtime::reference::rel_l2;
 use braid_runtime::sampling::SamplingParams;
 use braid_tests::{cpu_logits, fixture};
@@ -18,14 +16,14 @@ fn fixture_model() -> LoadedModel {
 #[test]
 fn qwen3_launches_per_layer_drop_to_six() {
     let model = fixture_model();
-    let layers = model.shape.layers;
+    let layers = model.config.num_hidden_layers;
     let mut g = model.lower(64, DType::F32).unwrap();
     let before = stats(&g);
     // Per layer: 4 rms_norm (input, q_norm, k_norm, post-attention) + 7 matmul (q, k, v, o, gate,
     // up, down) + 2 rope + attention + 2 add + silu + mul = 18; plus embedding, final rms_norm,
     // lm_head matmul, argmax.
     assert_eq!(before.launches, 18 * layers + 4, "{}", before.to_text());
-    run_passes(&mut g, "default", &[]).unwrap();
+    run_passes(&mut g, "default", &[], &mut |_, _| {}).unwrap();
     let after = stats(&g);
     // Per layer: fused_rms_norm_matmul x2, fused_qk_norm_rope, attention, fused_matmul_add,
     // fused_gated_mlp; plus embedding, fused final norm + lm_head, argmax.
@@ -42,7 +40,7 @@ fn qwen3_launches_per_layer_drop_to_six() {
 fn fused_graph_snapshot() {
     let model = fixture_model();
     let mut g = model.lower(64, DType::F32).unwrap();
-    run_passes(&mut g, "default", &[]).unwrap();
+    run_passes(&mut g, "default", &[], &mut |_, _| {}).unwrap();
     insta::assert_snapshot!("qwen3_2layer_fused", text::print(&g));
 }
 
@@ -73,12 +71,7 @@ fn greedy_tokens_identical_with_and_without_fusion() {
     let model = LoadedModel::load("tiny").unwrap();
     let prompt = model.prompt_tokens("Hello", false, false).unwrap();
     let run = |passes: &str| {
-        let req = BackendRequest {
-            device: DeviceArg::Cpu,
-            passes,
-            max_context: 64,
-            use_graph: false,
-        };
+        let req = BackendRequest::new(Device::Cpu, passes, 64);
         let mut backend = open_backend(&model, &req).unwrap();
         let opts = GenerateOptions {
             max_tokens: 16,

@@ -12,7 +12,7 @@ fn check_fixture(name: &str, passes: &str) {
     let dir = fixture(name);
     let model = LoadedModel::load(dir.to_str().unwrap()).expect("load fixture checkpoint");
     let reference = Reference::load(&dir.join("reference.safetensors")).expect("load reference");
-    assert_eq!(reference.vocab, model.shape.vocab);
+    assert_eq!(reference.vocab, model.config.vocab_size);
     let logits = cpu_logits(&model, passes, &reference.tokens);
     let mut worst = 0f64;
     for (pos, l) in logits.iter().enumerate() {

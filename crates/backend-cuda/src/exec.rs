@@ -301,14 +301,28 @@ impl CudaExecutor {
     pub fn step(&mut self, token: u32, position: usize) -> Result<u32, CudaError> {
         self.run_step(token, position)?;
         if self.next_token.is_some() {
-            let bytes = self.host_io.read(self.token_out, 4);
-            let id = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            return u32::try_from(id)
-                .map_err(|_| CudaError::Graph(format!("the argmax result is negative ({id})")));
+            return self.last_token();
         }
         let logits = self.read_logits()?;
         host_argmax(&logits)
             .ok_or_else(|| CudaError::Graph("the logits result is empty or all NaN".into()))
+    }
+
+    /// The greedy next token of the last step ([`CudaExecutor::step`] or
+    /// [`CudaExecutor::step_logits`]): the graph's i32 result, copied to pinned memory by the step
+    /// itself (4 bytes, no extra transfer).
+    ///
+    /// Errors: [`CudaError::Graph`] when the graph has no i32[1] result, or it is negative.
+    pub fn last_token(&self) -> Result<u32, CudaError> {
+        if self.next_token.is_none() {
+            return Err(CudaError::Graph(
+                "the graph has no i32[1] next-token result".into(),
+            ));
+        }
+        let bytes = self.host_io.read(self.token_out, 4);
+        let id = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        u32::try_from(id)
+            .map_err(|_| CudaError::Graph(format!("the argmax result is negative ({id})")))
     }
 
     /// Runs one decode step and copies the f32 result (the logits `[1, vocab]`) back.

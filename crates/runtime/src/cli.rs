@@ -47,6 +47,16 @@ pub enum DeviceArg {
     Cuda,
 }
 
+impl From<DeviceArg> for crate::pipeline::Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => crate::pipeline::Device::Auto,
+            DeviceArg::Cpu => crate::pipeline::Device::Cpu,
+            DeviceArg::Cuda => crate::pipeline::Device::Cuda,
+        }
+    }
+}
+
 /// Model selection shared by the subcommands.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {

@@ -1,13 +1,10 @@
 //! The decode engine: prefill, the decode loop, sampling, stop conditions, streaming.
 //!
-//! A [`DecodeBackend`] runs one captured/interpreted decode step; the engine drives it token by token.
-//! Prefill feeds the prompt through the same decode step one token at a time (the correct fallback
-//! DESIGN.md names; a batched cuBLAS prefill is future work).
+//! A [`DecodeBackend`] runs one captured/interpreted decode step (`crate::cpu`, `crate::cuda`); the
+//! engine drives it token by token. Prefill feeds the prompt through the same decode step one token
+//! at a time.
 
 use std::time::{Duration, Instant};
-
-use braid_ir::interp::Interpreter;
-use braid_ir::{DType, Graph, Tensor, WeightSource};
 
 use crate::sampling::{Sampler, SamplingParams};
 
@@ -56,80 +53,6 @@ pub trait DecodeBackend {
     ) -> Result<StepOutput, EngineError>;
     /// Forgets the sequence (zeroes the KV caches).
     fn reset(&mut self) -> Result<(), EngineError>;
-}
-
-/// The CPU backend: the reference interpreter running the decode-step graph.
-pub struct CpuBackend<'w> {
-    graph: Graph,
-    interp: Interpreter<'w>,
-    max_context: usize,
-}
-
-impl<'w> CpuBackend<'w> {
-    /// A CPU backend for `graph` (a decode step lowered for `max_context` positions).
-    pub fn new(graph: Graph, weights: &'w dyn WeightSource, max_context: usize) -> Self {
-        CpuBackend {
-            graph,
-            interp: Interpreter::new(weights),
-            max_context,
-        }
-    }
-}
-
-fn backend_err(backend: &'static str, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Backend {
-        backend,
-        msg: e.to_string(),
-    }
-}
-
-impl DecodeBackend for CpuBackend<'_> {
-    fn name(&self) -> &'static str {
-        "cpu"
-    }
-
-    fn max_context(&self) -> usize {
-        self.max_context
-    }
-
-    fn step(
-        &mut self,
-        token: u32,
-        position: usize,
-        want_logits: bool,
-    ) -> Result<StepOutput, EngineError> {
-        let inputs = [
-            ("token", Tensor::i32([1], vec![token as i32])),
-            ("position", Tensor::i32([1], vec![position as i32])),
-        ];
-        let results = self
-            .interp
-            .run(&self.graph, &inputs)
-            .map_err(|e| backend_err("cpu", e))?;
-        let next = results
-            .iter()
-            .find(|t| t.ty.dtype == DType::I32)
-            .and_then(|t| t.ints.first())
-            .ok_or_else(|| backend_err("cpu", "the decode graph has no i32 next-token result"))?;
-        let logits = if want_logits {
-            let t = results
-                .iter()
-                .find(|t| t.ty.dtype != DType::I32)
-                .ok_or_else(|| backend_err("cpu", "the decode graph has no logits result"))?;
-            Some(t.data.clone())
-        } else {
-            None
-        };
-        Ok(StepOutput {
-            next_token: *next as u32,
-            logits,
-        })
-    }
-
-    fn reset(&mut self) -> Result<(), EngineError> {
-        self.interp.reset_state();
-        Ok(())
-    }
 }
 
 /// KV-cache positions a generation uses: every prompt token, and every generated token but the last

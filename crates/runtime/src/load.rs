@@ -7,7 +7,7 @@ use braid_ir::{DType, Graph, WeightSource};
 
 use crate::model::chat::{ChatMessage, ChatTemplate};
 use crate::model::{Checkpoint, Qwen3Config, Tokenizer};
-use crate::qwen3::{lower_decode_step, LowerOptions, Qwen3Shape, WeightTypes};
+use crate::qwen3::{lower_decode_step, LowerOptions, WeightTypes};
 
 /// Seed of the built-in tiny model's random weights.
 pub const TINY_SEED: u64 = 0x0062_7261_6964; // "braid" in ASCII
@@ -18,7 +18,6 @@ pub struct LoadedModel {
     /// `tiny`, or the checkpoint directory.
     pub source: String,
     pub config: Qwen3Config,
-    pub shape: Qwen3Shape,
     weights: Option<Checkpoint>,
     tokenizer: Option<Tokenizer>,
     chat: Option<ChatTemplate>,
@@ -33,10 +32,9 @@ impl LoadedModel {
     pub fn load(spec: &str) -> Result<LoadedModel> {
         if spec == "tiny" {
             let config = Qwen3Config::tiny();
-            let weights = Checkpoint::tiny(&config, TINY_SEED);
+            let weights = Checkpoint::random(&config, TINY_SEED);
             return Ok(LoadedModel {
                 source: spec.into(),
-                shape: shape_of(&config),
                 config,
                 weights: Some(weights),
                 tokenizer: Some(Tokenizer::qwen3_builtin()?),
@@ -71,7 +69,6 @@ impl LoadedModel {
         };
         Ok(LoadedModel {
             source: spec.into(),
-            shape: shape_of(&config),
             config,
             weights,
             tokenizer,
@@ -117,7 +114,7 @@ impl LoadedModel {
             max_context,
             kv_dtype,
         };
-        lower_decode_step(&self.shape, types, opts)
+        lower_decode_step(&self.config, types, opts)
             .with_context(|| format!("lowering {}", self.source))
     }
 
@@ -156,21 +153,5 @@ impl LoadedModel {
         stops.sort();
         stops.dedup();
         stops
-    }
-}
-
-/// The lowering's view of a config.
-pub fn shape_of(c: &Qwen3Config) -> Qwen3Shape {
-    Qwen3Shape {
-        hidden: c.hidden_size,
-        intermediate: c.intermediate_size,
-        layers: c.num_hidden_layers,
-        heads: c.num_attention_heads,
-        kv_heads: c.num_key_value_heads,
-        head_dim: c.head_dim,
-        vocab: c.vocab_size,
-        rms_norm_eps: c.rms_norm_eps as f32,
-        rope_theta: c.rope_theta as f32,
-        tie_word_embeddings: c.tie_word_embeddings,
     }
 }

@@ -6,23 +6,13 @@
 //! `Qwen3RMSNorm`, `apply_rotary_pos_emb`): pre-norm residual layers, per-head q_norm/k_norm before
 //! RoPE, GQA attention scaled by `head_dim^-0.5`, SwiGLU MLP, final norm, lm_head (tied to the
 //! embedding when `tie_word_embeddings`). The graph is unfused; the passes fuse it.
+//!
+//! Tensor names and shapes come from the model's schema ([`Qwen3Config::tensors`]), the same one
+//! checkpoint validation reads.
 
 use braid_ir::{DType, Graph, IrError, Op, TensorType, Value, WeightSource};
 
-/// The shape of a Qwen3 model, as far as lowering needs it (from `config.json`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Qwen3Shape {
-    pub hidden: usize,
-    pub intermediate: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab: usize,
-    pub rms_norm_eps: f32,
-    pub rope_theta: f32,
-    pub tie_word_embeddings: bool,
-}
+use crate::model::{Qwen3Config, TensorSpec};
 
 /// Choices that are not in the checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,15 +38,6 @@ pub enum LowerError {
     Ir(#[from] IrError),
 }
 
-/// Name of the tensor holding the lm_head weight: `lm_head.weight`, or the embedding when tied.
-pub fn lm_head_name(shape: &Qwen3Shape) -> &'static str {
-    if shape.tie_word_embeddings {
-        "model.embed_tokens.weight"
-    } else {
-        "lm_head.weight"
-    }
-}
-
 /// Where weight leaves get their dtype: the checkpoint (shapes checked), or a declared dtype when only
 /// `config.json` is at hand (`braid graph` on a config directory).
 #[derive(Clone, Copy)]
@@ -71,8 +52,9 @@ struct Lowering<'a> {
 }
 
 impl Lowering<'_> {
-    /// A weight leaf typed by the checkpoint's dtype, after checking its shape.
-    fn weight(&mut self, name: &str, shape: &[usize]) -> Result<Value, LowerError> {
+    /// A weight leaf typed by the checkpoint's dtype, after checking its shape against the schema.
+    fn weight(&mut self, spec: &TensorSpec) -> Result<Value, LowerError> {
+        let (name, shape) = (spec.name.as_str(), spec.shape.as_slice());
         if let Some(n) = self.g.find_leaf(name) {
             return Ok(Value::of(n));
         }
@@ -106,20 +88,30 @@ impl Lowering<'_> {
     fn op(&mut self, op: Op, inputs: &[Value]) -> Result<Value, LowerError> {
         Ok(self.g.add1(op, inputs)?)
     }
+
+    fn reshape(&mut self, x: Value, shape: &[usize]) -> Result<Value, LowerError> {
+        self.op(
+            Op::Reshape {
+                shape: shape.to_vec(),
+            },
+            &[x],
+        )
+    }
 }
 
-/// Lowers one decode step of a Qwen3 model whose weight dtypes come from `weights`.
+/// Lowers one decode step of the Qwen3 model `c` whose weight dtypes come from `weights`.
 ///
 /// Errors: [`LowerError::MissingWeight`] / [`LowerError::WeightShape`] name the tensor and the shape
-/// expected from `shape`; [`LowerError::Ir`] would mean a bug in this function.
+/// the schema expects; [`LowerError::Ir`] would mean a bug in this function.
 pub fn lower_decode_step(
-    shape: &Qwen3Shape,
+    c: &Qwen3Config,
     weights: WeightTypes<'_>,
     opts: LowerOptions,
 ) -> Result<Graph, LowerError> {
-    let s = shape;
-    let (h, d, nh, nkv) = (s.hidden, s.head_dim, s.heads, s.kv_heads);
-    let eps = s.rms_norm_eps;
+    let schema = c.tensors();
+    let (d, nh, nkv) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
+    let eps = c.rms_norm_eps as f32;
+    let theta = c.rope_theta as f32;
     let mut l = Lowering {
         g: Graph::new(),
         weights,
@@ -139,83 +131,48 @@ pub fn lower_decode_step(
         },
         &[],
     )?;
-    let embed = l.weight("model.embed_tokens.weight", &[s.vocab, h])?;
+    let embed = l.weight(&schema.embed_tokens)?;
     let mut x = l.op(Op::Embedding, &[embed, token])?;
 
-    for layer in 0..s.layers {
-        let p = format!("model.layers.{layer}.");
-        let w = |suffix: &str| format!("{p}{suffix}");
+    for (layer, t) in schema.layers.iter().enumerate() {
         // Attention block (Qwen3DecoderLayer.forward: residual + self_attn(input_layernorm(x))).
-        let ln1 = l.weight(&w("input_layernorm.weight"), &[h])?;
+        let ln1 = l.weight(&t.input_layernorm)?;
         let hn = l.op(Op::RmsNorm { eps }, &[x, ln1])?;
-        let wq = l.weight(&w("self_attn.q_proj.weight"), &[nh * d, h])?;
-        let wk = l.weight(&w("self_attn.k_proj.weight"), &[nkv * d, h])?;
-        let wv = l.weight(&w("self_attn.v_proj.weight"), &[nkv * d, h])?;
+        let wq = l.weight(&t.q_proj)?;
+        let wk = l.weight(&t.k_proj)?;
+        let wv = l.weight(&t.v_proj)?;
         let q = l.op(Op::MatMul, &[hn, wq])?;
         let k = l.op(Op::MatMul, &[hn, wk])?;
         let v = l.op(Op::MatMul, &[hn, wv])?;
-        let q = l.op(Op::Reshape { shape: vec![nh, d] }, &[q])?;
-        let k = l.op(
-            Op::Reshape {
-                shape: vec![nkv, d],
-            },
-            &[k],
-        )?;
-        let v = l.op(
-            Op::Reshape {
-                shape: vec![nkv, d],
-            },
-            &[v],
-        )?;
+        let q = l.reshape(q, &[nh, d])?;
+        let k = l.reshape(k, &[nkv, d])?;
+        let v = l.reshape(v, &[nkv, d])?;
         // Qwen3Attention: q_norm/k_norm over head_dim, then RoPE.
-        let qn_w = l.weight(&w("self_attn.q_norm.weight"), &[d])?;
-        let kn_w = l.weight(&w("self_attn.k_norm.weight"), &[d])?;
+        let qn_w = l.weight(&t.q_norm)?;
+        let kn_w = l.weight(&t.k_norm)?;
         let q = l.op(Op::RmsNorm { eps }, &[q, qn_w])?;
         let k = l.op(Op::RmsNorm { eps }, &[k, kn_w])?;
-        let q = l.op(
-            Op::Rope {
-                theta: s.rope_theta,
-            },
-            &[q, position],
-        )?;
-        let k = l.op(
-            Op::Rope {
-                theta: s.rope_theta,
-            },
-            &[k, position],
-        )?;
+        let q = l.op(Op::Rope { theta }, &[q, position])?;
+        let k = l.op(Op::Rope { theta }, &[k, position])?;
         let cache_ty = TensorType::new(opts.kv_dtype, [opts.max_context, nkv, d]);
-        let kc = l.op(
-            Op::KvCache {
-                name: w("self_attn.k_cache"),
-                ty: cache_ty.clone(),
-            },
-            &[],
-        )?;
-        let vc = l.op(
-            Op::KvCache {
-                name: w("self_attn.v_cache"),
-                ty: cache_ty,
-            },
-            &[],
-        )?;
+        let cache = |name: &str| Op::KvCache {
+            name: format!("model.layers.{layer}.self_attn.{name}"),
+            ty: cache_ty.clone(),
+        };
+        let kc = l.op(cache("k_cache"), &[])?;
+        let vc = l.op(cache("v_cache"), &[])?;
         let scale = (d as f32).powf(-0.5);
         let a = l.op(Op::Attention { scale }, &[q, k, v, kc, vc, position])?;
-        let a = l.op(
-            Op::Reshape {
-                shape: vec![1, nh * d],
-            },
-            &[a],
-        )?;
-        let wo = l.weight(&w("self_attn.o_proj.weight"), &[h, nh * d])?;
+        let a = l.reshape(a, &[1, nh * d])?;
+        let wo = l.weight(&t.o_proj)?;
         let o = l.op(Op::MatMul, &[a, wo])?;
         x = l.op(Op::Add, &[o, x])?;
         // MLP block: residual + down(silu(gate(n)) * up(n)), n = post_attention_layernorm(x).
-        let ln2 = l.weight(&w("post_attention_layernorm.weight"), &[h])?;
+        let ln2 = l.weight(&t.post_attention_layernorm)?;
         let hn = l.op(Op::RmsNorm { eps }, &[x, ln2])?;
-        let wg = l.weight(&w("mlp.gate_proj.weight"), &[s.intermediate, h])?;
-        let wu = l.weight(&w("mlp.up_proj.weight"), &[s.intermediate, h])?;
-        let wd = l.weight(&w("mlp.down_proj.weight"), &[h, s.intermediate])?;
+        let wg = l.weight(&t.gate_proj)?;
+        let wu = l.weight(&t.up_proj)?;
+        let wd = l.weight(&t.down_proj)?;
         let g = l.op(Op::MatMul, &[hn, wg])?;
         let u = l.op(Op::MatMul, &[hn, wu])?;
         let g = l.op(Op::Silu, &[g])?;
@@ -223,9 +180,9 @@ pub fn lower_decode_step(
         let dn = l.op(Op::MatMul, &[m, wd])?;
         x = l.op(Op::Add, &[dn, x])?;
     }
-    let norm = l.weight("model.norm.weight", &[h])?;
+    let norm = l.weight(&schema.norm)?;
     let x = l.op(Op::RmsNorm { eps }, &[x, norm])?;
-    let lm_head = l.weight(lm_head_name(s), &[s.vocab, h])?;
+    let lm_head = l.weight(&schema.lm_head)?;
     let logits = l.op(Op::MatMul, &[x, lm_head])?;
     let next = l.op(Op::Argmax, &[logits])?;
     l.g.set_results(vec![logits, next]);

@@ -80,15 +80,16 @@ impl Sampler {
     }
 }
 
-/// Index of the first maximum of `x` (NaN never wins).
+/// Index of the first maximum of `x`; NaN elements are skipped (0 when `x` is empty or all NaN, as
+/// the device argmax answers).
 pub fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in x.iter().enumerate() {
-        if *v > x[best] {
-            best = i;
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in x.iter().enumerate() {
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
         }
     }
-    best as u32
+    best.map_or(0, |(i, _)| i as u32)
 }
 
 /// The candidate tokens and their (unnormalised) probabilities after temperature, top-k and top-p,
@@ -140,6 +141,16 @@ mod tests {
     fn greedy_picks_first_max() {
         let mut s = Sampler::new(SamplingParams::greedy());
         assert_eq!(s.sample(&[0.1, 3.0, -1.0, 3.0]), 1);
+    }
+
+    #[test]
+    fn argmax_skips_nan_wherever_it_is() {
+        // A NaN first element used to win: every later comparison with it is false.
+        assert_eq!(argmax(&[f32::NAN, 1.0, 2.0, 0.5]), 2);
+        assert_eq!(argmax(&[1.0, f32::NAN, 3.0, 3.0]), 2);
+        assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
+        assert_eq!(argmax(&[-f32::INFINITY, -1.0]), 1);
+        assert_eq!(argmax(&[]), 0);
     }
 
     #[test]

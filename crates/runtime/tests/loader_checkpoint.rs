@@ -468,12 +468,12 @@ fn broken_indexes_are_rejected() {
 #[test]
 fn tiny_random_weights_are_deterministic_and_plausible() {
     let config = Qwen3Config::tiny();
-    let a = Checkpoint::tiny(&config, 7);
+    let a = Checkpoint::random(&config, 7);
     a.validate(&config)
         .expect("tiny weights fit the tiny config");
     assert_eq!(a.len(), config.tensor_specs().len());
-    let b = Checkpoint::tiny(&config, 7);
-    let c = Checkpoint::tiny(&config, 8);
+    let b = Checkpoint::random(&config, 7);
+    let c = Checkpoint::random(&config, 8);
     let q = "model.layers.1.self_attn.q_proj.weight";
     assert_eq!(a.get(q).expect("q").bytes, b.get(q).expect("q").bytes);
     assert_ne!(a.get(q).expect("q").bytes, c.get(q).expect("q").bytes);
@@ -514,7 +514,7 @@ fn tiny_random_weights_are_deterministic_and_plausible() {
         vocab_size: 96,
         ..Qwen3Config::tiny()
     };
-    let t = Checkpoint::tiny(&tied, 1);
+    let t = Checkpoint::random(&tied, 1);
     t.validate(&tied).expect("tied tiny validates");
     assert!(t.get("lm_head.weight").is_none());
     assert!(a.origin().display().to_string().contains("seed 7"));

@@ -3,12 +3,13 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use braid_backend_cuda::{measure_read_bandwidth, CudaDevice, ExecOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{open_backend, BackendRequest};
-use crate::cli::{BenchArgs, DeviceArg, ProfileArgs};
+use crate::cli::{BenchArgs, ProfileArgs};
 use crate::load::LoadedModel;
+use crate::pipeline::{self, BackendRequest, Device};
 
 /// Random prompt ids for benchmarks (fixed seed; ids below the vocabulary size).
 pub fn bench_prompt(len: usize, vocab: usize) -> Vec<u32> {
@@ -33,31 +34,29 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             args.model.max_context
         );
     }
-    match args.device {
-        DeviceArg::Cuda => {
-            crate::cuda::open_device().context("--device cuda: no usable GPU")?;
-            return crate::cuda::bench(&model, args);
-        }
-        DeviceArg::Auto if crate::cuda::open_device().is_ok() => {
-            return crate::cuda::bench(&model, args)
-        }
-        _ => {}
+    match pipeline::select_gpu(args.device.into())? {
+        Some(dev) => bench_gpu(&dev, &model, args),
+        None => bench_cpu(&model, args),
     }
+}
+
+/// `braid bench` on the CPU reference interpreter: wall time per greedy step.
+fn bench_cpu(model: &LoadedModel, args: &BenchArgs) -> Result<()> {
     let req = BackendRequest {
-        device: DeviceArg::Cpu,
+        device: Device::Cpu,
         passes: &args.model.passes,
         max_context: args.model.max_context,
-        use_graph: false,
+        exec: ExecOptions::default(),
     };
-    let mut backend = open_backend(&model, &req)?;
-    let prompt = bench_prompt(args.prompt_len, model.shape.vocab);
+    let mut backend = pipeline::open_backend(model, &req)?;
+    let prompt = bench_prompt(args.prompt_len, model.config.vocab_size);
     backend.reset()?;
     let mut tok = 0;
     for (pos, &t) in prompt.iter().enumerate() {
         tok = backend.step(t, pos, false)?.next_token;
     }
     let start = Instant::now();
-    for pos in args.prompt_len..positions {
+    for pos in args.prompt_len..args.prompt_len + args.gen {
         tok = backend.step(tok, pos, false)?.next_token;
     }
     let secs = start.elapsed().as_secs_f64();
@@ -81,11 +80,131 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `braid profile`: per-op breakdown on the GPU.
+/// `braid bench` on the GPU: prefill `--prompt-len` random ids, time `--gen` greedy steps (each a
+/// graph replay plus a 4-byte read-back), and put the result against the device's read bandwidth
+/// measured in the same run.
+fn bench_gpu(dev: &CudaDevice, model: &LoadedModel, args: &BenchArgs) -> Result<()> {
+    let opts = ExecOptions {
+        use_graph: !args.no_graph,
+        ..ExecOptions::default()
+    };
+    let mut exec =
+        pipeline::cuda_executor(dev, model, &args.model.passes, args.model.max_context, opts)?;
+    let prompt = bench_prompt(args.prompt_len, model.config.vocab_size);
+    exec.reset()?;
+    let mut tok = 0;
+    for (pos, &t) in prompt.iter().enumerate() {
+        tok = exec.step(t, pos)?;
+    }
+    // Host loop: one step (graph launch + 4-byte read-back) per token, as `generate` runs.
+    let start = Instant::now();
+    for pos in args.prompt_len..args.prompt_len + args.gen {
+        tok = exec.step(tok, pos)?;
+    }
+    let us_per_token = start.elapsed().as_secs_f64() * 1e6 / args.gen as f64;
+    // Device loop (graph mode): the same steps replayed back to back, each feeding its argmax to
+    // the next, one synchronisation at the end; same prompt, same positions.
+    let device_loop_us = if exec.uses_graph() {
+        exec.reset()?;
+        let mut first = 0;
+        for (pos, &t) in prompt.iter().enumerate() {
+            first = exec.step(t, pos)?;
+        }
+        let start = Instant::now();
+        exec.decode_greedy(first, args.prompt_len, args.gen)?;
+        Some(start.elapsed().as_secs_f64() * 1e6 / args.gen as f64)
+    } else {
+        None
+    };
+    let tok_s = 1e6 / us_per_token;
+    // Bytes of a step in the middle of the timed range (weights + KV rows + activations).
+    let bytes = exec.bytes_per_step(args.prompt_len + args.gen / 2);
+    let bw = measure_read_bandwidth(dev, exec.weight_bytes())?;
+    let roofline_us = bytes as f64 / bw * 1e6;
+    let fraction = roofline_us / us_per_token;
+    let launches = exec.launches_per_step();
+    let mode = if exec.uses_graph() {
+        "cuda graph replay"
+    } else {
+        "eager launches"
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": model.source, "device": dev.name(), "mode": mode, "passes": args.model.passes,
+                "prompt_len": args.prompt_len, "gen": args.gen,
+                "tok_per_s": tok_s, "us_per_token": us_per_token,
+                "device_loop_tok_per_s": device_loop_us.map(|us| 1e6 / us),
+                "device_loop_us_per_token": device_loop_us,
+                "launches_per_token": launches,
+                "bytes_per_token": bytes, "weight_bytes": exec.weight_bytes(),
+                "read_bandwidth_bytes_per_s": bw, "roofline_us_per_token": roofline_us,
+                "roofline_fraction": fraction,
+            })
+        );
+    } else {
+        println!("model            {}", model.source);
+        println!("device           {} ({})", dev.name(), dev.arch());
+        println!("mode             {mode}, passes `{}`", args.model.passes);
+        println!(
+            "decode           {tok_s:.1} tok/s, {us_per_token:.1} µs/token (host loop: one step + 4-byte read per token; {} tokens after a {}-token prompt)",
+            args.gen, args.prompt_len
+        );
+        if let Some(us) = device_loop_us {
+            println!(
+                "device loop      {:.1} tok/s, {us:.1} µs/token (greedy steps replayed back to back, one sync); {:.1}% of roofline",
+                1e6 / us,
+                100.0 * roofline_us / us
+            );
+        }
+        println!(
+            "launches/token   {launches}{}",
+            if exec.uses_graph() {
+                " kernels in 1 graph launch"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "bytes/token      {:.1} MB (weights {:.1} MB)",
+            bytes as f64 / 1e6,
+            exec.weight_bytes() as f64 / 1e6
+        );
+        println!(
+            "read bandwidth   {:.2} TB/s (measured now, same byte count as the weights)",
+            bw / 1e12
+        );
+        println!(
+            "roofline         {roofline_us:.1} µs/token = {:.0} tok/s; host loop reached {:.1}%",
+            1e6 / roofline_us,
+            100.0 * fraction
+        );
+    }
+    Ok(())
+}
+
+/// `braid profile`: eager steps on the GPU with CUDA events around every launch.
 pub fn profile(args: &ProfileArgs) -> Result<()> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
     let model = LoadedModel::load(&args.model.model)?;
-    crate::cuda::profile(&model, args)
+    let dev = pipeline::open_gpu().context("braid profile times CUDA kernels and needs a GPU")?;
+    let opts = ExecOptions {
+        use_graph: false,
+        ..ExecOptions::default()
+    };
+    let max_context = args.model.max_context.max(args.steps + 1);
+    let mut exec = pipeline::cuda_executor(&dev, &model, &args.model.passes, max_context, opts)?;
+    let profile = exec.profile(args.steps)?;
+    println!(
+        "model {} on {} ({}), passes `{}`",
+        model.source,
+        dev.name(),
+        dev.arch(),
+        args.model.passes
+    );
+    print!("{profile}");
+    Ok(())
 }

@@ -2,9 +2,11 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::backend::{open_backend, BackendRequest};
+use braid_backend_cuda::ExecOptions;
+
 use crate::cli::CheckArgs;
 use crate::load::LoadedModel;
+use crate::pipeline::{open_backend, BackendRequest};
 use crate::reference::{compare, summarize, Reference, Summary};
 
 /// The CPU reference interpreter computes in f32 like the oracle: its bar is absolute.
@@ -38,28 +40,31 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     if let Some(bad) = reference
         .tokens
         .iter()
-        .find(|&&id| id as usize >= model.shape.vocab)
+        .find(|&&id| id as usize >= model.config.vocab_size)
     {
         bail!(
             "{}: token id {bad} is outside the model's vocabulary ({})",
             path.display(),
-            model.shape.vocab
+            model.config.vocab_size
         );
     }
-    if reference.vocab != model.shape.vocab {
+    if reference.vocab != model.config.vocab_size {
         bail!(
             "{}: logits have vocab {}, the model has {}",
             path.display(),
             reference.vocab,
-            model.shape.vocab
+            model.config.vocab_size
         );
     }
     let max_context = args.model.max_context.max(t);
     let req = BackendRequest {
-        device: args.device,
+        device: args.device.into(),
         passes: &args.model.passes,
         max_context,
-        use_graph: !args.no_graph,
+        exec: ExecOptions {
+            use_graph: !args.no_graph,
+            ..ExecOptions::default()
+        },
     };
     let mut backend = open_backend(&model, &req)?;
     backend.reset()?;

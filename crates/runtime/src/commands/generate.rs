@@ -4,10 +4,12 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
-use crate::backend::{open_backend, BackendRequest};
+use braid_backend_cuda::ExecOptions;
+
 use crate::cli::GenerateArgs;
 use crate::engine::{check_context, generate as run_generation, EngineError, GenerateOptions};
 use crate::load::LoadedModel;
+use crate::pipeline::{open_backend, BackendRequest};
 use crate::sampling::SamplingParams;
 
 /// Runs `braid generate`: tokens stream to stdout as they are decoded; `--stats` adds timings on stderr.
@@ -22,10 +24,13 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.model)?;
     let prompt = model.prompt_tokens(&args.prompt, args.chat, args.no_think)?;
     let request = BackendRequest {
-        device: args.device,
+        device: args.device.into(),
         passes: &args.model.passes,
         max_context: args.model.max_context,
-        use_graph: !args.no_graph,
+        exec: ExecOptions {
+            use_graph: !args.no_graph,
+            ..ExecOptions::default()
+        },
     };
     // Refuse an overlong request before paying for backend set-up.
     check_context(prompt.len(), args.max_tokens, args.model.max_context)?;

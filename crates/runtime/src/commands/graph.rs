@@ -4,30 +4,14 @@ use std::io::Read;
 
 use anyhow::{Context, Result};
 use braid_ir::Graph;
-use braid_passes::PassManager;
 
 use crate::cli::{Format, GraphArgs, OptArgs, OutputArgs};
 use crate::load::LoadedModel;
+use crate::pipeline::run_passes;
 
-/// Runs the pass pipeline `spec` over `g`, printing the graph to stderr after each pass named in
-/// `print_after` (an unknown name there is an error listing the pipeline's passes).
-pub fn run_passes(g: &mut Graph, spec: &str, print_after: &[String]) -> Result<()> {
-    let pm = PassManager::from_spec(spec).with_context(|| format!("--passes {spec}"))?;
-    for name in print_after {
-        if !pm.names().iter().any(|n| n == name) {
-            anyhow::bail!(
-                "--print-after {name}: no such pass in `--passes {spec}` (it runs: {})",
-                pm.names().join(", ")
-            );
-        }
-    }
-    pm.run_with_hook(g, &mut |pass: &str, g: &Graph| {
-        if print_after.iter().any(|p| p == pass) {
-            eprintln!("# after {pass}\n{}", braid_ir::text::print(g));
-        }
-    })
-    .with_context(|| format!("running passes `{spec}`"))?;
-    Ok(())
+/// `--print-after`: the graph after a pass, to stderr.
+fn print_graph(pass: &str, g: &Graph) {
+    eprintln!("# after {pass}\n{}", braid_ir::text::print(g));
 }
 
 fn emit(g: &Graph, out: &OutputArgs) -> String {
@@ -44,7 +28,12 @@ fn emit(g: &Graph, out: &OutputArgs) -> String {
 pub fn graph(args: &GraphArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.model)?;
     let mut g = model.lower(args.model.max_context, braid_ir::DType::F32)?;
-    run_passes(&mut g, &args.model.passes, &args.output.print_after)?;
+    run_passes(
+        &mut g,
+        &args.model.passes,
+        &args.output.print_after,
+        &mut print_graph,
+    )?;
     print!("{}", emit(&g, &args.output));
     Ok(())
 }
@@ -64,7 +53,12 @@ pub fn opt(args: &OptArgs) -> Result<()> {
     };
     let mut g = braid_ir::text::parse(&text).map_err(|e| anyhow::anyhow!("{name}:{e}"))?;
     braid_ir::verify(&g).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    run_passes(&mut g, &args.passes, &args.output.print_after)?;
+    run_passes(
+        &mut g,
+        &args.passes,
+        &args.output.print_after,
+        &mut print_graph,
+    )?;
     print!("{}", emit(&g, &args.output));
     Ok(())
 }

@@ -233,7 +233,7 @@ impl Checkpoint {
     /// Deterministic: each tensor draws from its own ChaCha8 stream seeded by `seed` and the
     /// tensor's name, so a tensor's values do not depend on the other tensors or their order.
     /// Works for any config; for [`Qwen3Config::tiny`] it is ~20 MB, mostly the embedding.
-    pub fn tiny(config: &Qwen3Config, seed: u64) -> Checkpoint {
+    pub fn random(config: &Qwen3Config, seed: u64) -> Checkpoint {
         let specs = config.tensor_specs();
         let total: usize = specs
             .iter()
@@ -280,7 +280,7 @@ impl Checkpoint {
     }
 
     /// What was opened: the directory or file given to [`Checkpoint::open`], or a
-    /// `<built-in ...>` pseudo path for [`Checkpoint::tiny`].
+    /// `<built-in ...>` pseudo path for [`Checkpoint::random`].
     pub fn origin(&self) -> &Path {
         &self.origin
     }

@@ -88,6 +88,131 @@ pub struct TensorSpec {
     pub role: TensorRole,
 }
 
+/// Name of the token embedding table `[vocab, H]`.
+pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
+/// Name of the untied lm_head weight `[vocab, H]`.
+pub const LM_HEAD: &str = "lm_head.weight";
+
+/// The tensors of one decoder layer `l`, named `model.layers.{l}.*` (transformers'
+/// `modeling_qwen3.py`: `Qwen3DecoderLayer`, `Qwen3Attention`, `Qwen3MLP`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerTensors {
+    /// `input_layernorm.weight [H]`.
+    pub input_layernorm: TensorSpec,
+    /// `self_attn.q_proj.weight [nh*d, H]`.
+    pub q_proj: TensorSpec,
+    /// `self_attn.k_proj.weight [nkv*d, H]`.
+    pub k_proj: TensorSpec,
+    /// `self_attn.v_proj.weight [nkv*d, H]`.
+    pub v_proj: TensorSpec,
+    /// `self_attn.o_proj.weight [H, nh*d]`.
+    pub o_proj: TensorSpec,
+    /// `self_attn.q_norm.weight [d]` (per-head rms_norm before rope).
+    pub q_norm: TensorSpec,
+    /// `self_attn.k_norm.weight [d]`.
+    pub k_norm: TensorSpec,
+    /// `post_attention_layernorm.weight [H]`.
+    pub post_attention_layernorm: TensorSpec,
+    /// `mlp.gate_proj.weight [I, H]`.
+    pub gate_proj: TensorSpec,
+    /// `mlp.up_proj.weight [I, H]`.
+    pub up_proj: TensorSpec,
+    /// `mlp.down_proj.weight [H, I]`.
+    pub down_proj: TensorSpec,
+}
+
+impl LayerTensors {
+    /// The layer's tensors in checkpoint order.
+    pub fn iter(&self) -> impl Iterator<Item = &TensorSpec> {
+        [
+            &self.input_layernorm,
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.q_norm,
+            &self.k_norm,
+            &self.post_attention_layernorm,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+        .into_iter()
+    }
+}
+
+/// Every tensor of a Qwen3 model, by role: what a checkpoint must hold and what the lowering reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Qwen3Tensors {
+    /// `model.embed_tokens.weight [vocab, H]`.
+    pub embed_tokens: TensorSpec,
+    /// The decoder layers, in order.
+    pub layers: Vec<LayerTensors>,
+    /// `model.norm.weight [H]`, the final rms_norm.
+    pub norm: TensorSpec,
+    /// The lm_head `[vocab, H]`: `lm_head.weight`, or the embedding table itself when
+    /// `tie_word_embeddings` (then it is no tensor of its own).
+    pub lm_head: TensorSpec,
+    /// Whether `lm_head` is the embedding table.
+    pub tied: bool,
+}
+
+impl Qwen3Tensors {
+    /// The schema of `c`'s shape (sizes are not validated here; see [`Qwen3Config::validate`]).
+    pub fn of(c: &Qwen3Config) -> Qwen3Tensors {
+        let (h, i, v, d) = (c.hidden_size, c.intermediate_size, c.vocab_size, c.head_dim);
+        let (q, kv) = (c.num_attention_heads * d, c.num_key_value_heads * d);
+        let spec = |name: String, shape: Vec<usize>, role| TensorSpec { name, shape, role };
+        let layers = (0..c.num_hidden_layers)
+            .map(|l| {
+                let t = |suffix: &str, shape: Vec<usize>, role| {
+                    spec(format!("model.layers.{l}.{suffix}"), shape, role)
+                };
+                LayerTensors {
+                    input_layernorm: t("input_layernorm.weight", vec![h], TensorRole::Norm),
+                    q_proj: t("self_attn.q_proj.weight", vec![q, h], TensorRole::Linear),
+                    k_proj: t("self_attn.k_proj.weight", vec![kv, h], TensorRole::Linear),
+                    v_proj: t("self_attn.v_proj.weight", vec![kv, h], TensorRole::Linear),
+                    o_proj: t("self_attn.o_proj.weight", vec![h, q], TensorRole::Linear),
+                    q_norm: t("self_attn.q_norm.weight", vec![d], TensorRole::Norm),
+                    k_norm: t("self_attn.k_norm.weight", vec![d], TensorRole::Norm),
+                    post_attention_layernorm: t(
+                        "post_attention_layernorm.weight",
+                        vec![h],
+                        TensorRole::Norm,
+                    ),
+                    gate_proj: t("mlp.gate_proj.weight", vec![i, h], TensorRole::Linear),
+                    up_proj: t("mlp.up_proj.weight", vec![i, h], TensorRole::Linear),
+                    down_proj: t("mlp.down_proj.weight", vec![h, i], TensorRole::Linear),
+                }
+            })
+            .collect();
+        let tied = c.tie_word_embeddings;
+        let embed_tokens = spec(EMBED_TOKENS.into(), vec![v, h], TensorRole::Embedding);
+        let lm_head = if tied {
+            embed_tokens.clone()
+        } else {
+            spec(LM_HEAD.into(), vec![v, h], TensorRole::Linear)
+        };
+        Qwen3Tensors {
+            embed_tokens,
+            layers,
+            norm: spec("model.norm.weight".into(), vec![h], TensorRole::Norm),
+            lm_head,
+            tied,
+        }
+    }
+
+    /// Every tensor a checkpoint must hold, each once, in checkpoint order: the embedding, the
+    /// layers, the final norm and, unless tied, the lm_head.
+    pub fn checkpoint_order(&self) -> impl Iterator<Item = &TensorSpec> {
+        std::iter::once(&self.embed_tokens)
+            .chain(self.layers.iter().flat_map(LayerTensors::iter))
+            .chain(std::iter::once(&self.norm))
+            .chain((!self.tied).then_some(&self.lm_head))
+    }
+}
+
 impl Qwen3Config {
     /// Reads and validates a `config.json`.
     ///
@@ -227,70 +352,25 @@ impl Qwen3Config {
         Ok(())
     }
 
-    /// Every tensor a Qwen3 checkpoint of this shape must hold, in checkpoint order: the embedding
-    /// `[vocab, H]`; per layer `input_layernorm [H]`, `q_proj [nh*d, H]`, `k_proj`/`v_proj
-    /// [nkv*d, H]`, `o_proj [H, nh*d]`, `q_norm`/`k_norm [d]`, `post_attention_layernorm [H]`,
-    /// `gate_proj`/`up_proj [I, H]`, `down_proj [H, I]`; then `model.norm.weight [H]` and, unless
-    /// embeddings are tied, `lm_head.weight [vocab, H]` (names from transformers'
-    /// `modeling_qwen3.py`).
+    /// The tensor schema of this shape: every tensor by its role ([`Qwen3Tensors`]). The one
+    /// description of Qwen3's tensor layout: checkpoint validation, random weights and the IR
+    /// lowering all read it.
+    pub fn tensors(&self) -> Qwen3Tensors {
+        Qwen3Tensors::of(self)
+    }
+
+    /// Every tensor a Qwen3 checkpoint of this shape must hold, in checkpoint order
+    /// ([`Qwen3Tensors::checkpoint_order`]).
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
-        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let (q, kv) = (
-            self.num_attention_heads * self.head_dim,
-            self.num_key_value_heads * self.head_dim,
-        );
-        let spec = |name: String, shape: Vec<usize>, role| TensorSpec { name, shape, role };
-        let mut specs = vec![spec(
-            "model.embed_tokens.weight".into(),
-            vec![v, h],
-            TensorRole::Embedding,
-        )];
-        for l in 0..self.num_hidden_layers {
-            let p = format!("model.layers.{l}.");
-            let layer = [
-                ("input_layernorm.weight", vec![h], TensorRole::Norm),
-                ("self_attn.q_proj.weight", vec![q, h], TensorRole::Linear),
-                ("self_attn.k_proj.weight", vec![kv, h], TensorRole::Linear),
-                ("self_attn.v_proj.weight", vec![kv, h], TensorRole::Linear),
-                ("self_attn.o_proj.weight", vec![h, q], TensorRole::Linear),
-                (
-                    "self_attn.q_norm.weight",
-                    vec![self.head_dim],
-                    TensorRole::Norm,
-                ),
-                (
-                    "self_attn.k_norm.weight",
-                    vec![self.head_dim],
-                    TensorRole::Norm,
-                ),
-                ("post_attention_layernorm.weight", vec![h], TensorRole::Norm),
-                ("mlp.gate_proj.weight", vec![i, h], TensorRole::Linear),
-                ("mlp.up_proj.weight", vec![i, h], TensorRole::Linear),
-                ("mlp.down_proj.weight", vec![h, i], TensorRole::Linear),
-            ];
-            specs.extend(
-                layer
-                    .into_iter()
-                    .map(|(n, shape, role)| spec(format!("{p}{n}"), shape, role)),
-            );
-        }
-        specs.push(spec("model.norm.weight".into(), vec![h], TensorRole::Norm));
-        if !self.tie_word_embeddings {
-            specs.push(spec(
-                "lm_head.weight".into(),
-                vec![v, h],
-                TensorRole::Linear,
-            ));
-        }
-        specs
+        self.tensors().checkpoint_order().cloned().collect()
     }
 
     /// Name of the lm_head weight: `lm_head.weight`, or `model.embed_tokens.weight` when tied.
     pub fn lm_head_name(&self) -> &'static str {
         if self.tie_word_embeddings {
-            "model.embed_tokens.weight"
+            EMBED_TOKENS
         } else {
-            "lm_head.weight"
+            LM_HEAD
         }
     }
 

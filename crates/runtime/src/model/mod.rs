@@ -4,7 +4,7 @@
 //! the field or tensor) and what was expected.
 //!
 //! Built-in assets make a model that needs no files: [`Qwen3Config::tiny`] with
-//! [`Checkpoint::tiny`] random weights, and the real Qwen3 tokenizer and chat template embedded
+//! [`Checkpoint::random`] random weights, and the real Qwen3 tokenizer and chat template embedded
 //! from `models/qwen3-0.6b/` ([`Tokenizer::qwen3_builtin`], [`ChatTemplate::qwen3_builtin`]).
 
 pub mod chat;
@@ -15,6 +15,6 @@ pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use checkpoint::Checkpoint;
-pub use config::{Qwen3Config, TensorRole, TensorSpec};
+pub use config::{LayerTensors, Qwen3Config, Qwen3Tensors, TensorRole, TensorSpec};
 pub use error::LoadError;
 pub use tokenizer::{StreamDecoder, Tokenizer};

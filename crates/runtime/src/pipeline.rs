@@ -1,0 +1,168 @@
+//! The one path from a loaded model to something that runs its decode step: lower the model to
+//! IR, run the pass pipeline, and open a backend (the CPU reference interpreter or the CUDA
+//! executor).
+//!
+//! ```text
+//! LoadedModel ──lower──► ir::Graph ──passes──► fused ir::Graph ──► CpuBackend | CudaBackend
+//! ```
+//!
+//! The commands (`crate::commands`) build on this module; nothing here knows about the command
+//! line, and no library module imports a command.
+
+use anyhow::{bail, Context, Result};
+use braid_backend_cuda::{CudaDevice, CudaExecutor, ExecOptions};
+use braid_ir::{DType, Graph};
+use braid_passes::PassManager;
+
+use crate::cpu::CpuBackend;
+use crate::cuda::CudaBackend;
+use crate::engine::DecodeBackend;
+use crate::load::LoadedModel;
+
+/// Where a decode step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The GPU when one is usable, else the CPU (said on stderr).
+    Auto,
+    /// The reference interpreter on the CPU.
+    Cpu,
+    /// The CUDA backend; an error when no GPU is usable.
+    Cuda,
+}
+
+/// What the caller wants from a backend.
+#[derive(Clone, Copy, Debug)]
+pub struct BackendRequest<'a> {
+    pub device: Device,
+    /// Pass pipeline spec (`none`, `default`, `a,b`).
+    pub passes: &'a str,
+    /// KV-cache rows (tokens).
+    pub max_context: usize,
+    /// CUDA only: the executor's options (graph replay or eager launches, PDL, tuning knobs).
+    pub exec: ExecOptions,
+}
+
+impl<'a> BackendRequest<'a> {
+    /// A request with the executor's default options (captured CUDA graph, PDL, default tuning).
+    pub fn new(device: Device, passes: &'a str, max_context: usize) -> Self {
+        BackendRequest {
+            device,
+            passes,
+            max_context,
+            exec: ExecOptions::default(),
+        }
+    }
+}
+
+/// The KV-cache dtype of a step: bf16 on the GPU (as transformers' bf16 cache), f32 on the CPU
+/// reference.
+pub fn kv_dtype(on_gpu: bool) -> DType {
+    if on_gpu {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
+/// Runs the pass pipeline `spec` over `g`. After each pass named in `print_after`, `hook(pass,
+/// graph)` is called (`braid graph --print-after`).
+///
+/// Errors: an unknown pass in `spec`, a name in `print_after` that the pipeline does not run (the
+/// message lists the passes it runs), or a failing pass.
+pub fn run_passes(
+    g: &mut Graph,
+    spec: &str,
+    print_after: &[String],
+    hook: &mut dyn FnMut(&str, &Graph),
+) -> Result<()> {
+    let pm = PassManager::from_spec(spec).with_context(|| format!("--passes {spec}"))?;
+    for name in print_after {
+        if !pm.names().iter().any(|n| n == name) {
+            bail!(
+                "--print-after {name}: no such pass in `--passes {spec}` (it runs: {})",
+                pm.names().join(", ")
+            );
+        }
+    }
+    pm.run_with_hook(g, |pass: &str, g: &Graph| {
+        if print_after.iter().any(|p| p == pass) {
+            hook(pass, g);
+        }
+    })
+    .with_context(|| format!("running passes `{spec}`"))
+}
+
+/// Lowers `model`'s decode step for `max_context` positions with a `kv_dtype` cache and runs the
+/// passes `spec` over it.
+///
+/// Errors: those of [`LoadedModel::lower`] and [`run_passes`].
+pub fn fused_graph(
+    model: &LoadedModel,
+    spec: &str,
+    max_context: usize,
+    kv_dtype: DType,
+) -> Result<Graph> {
+    let mut g = model.lower(max_context, kv_dtype)?;
+    run_passes(&mut g, spec, &[], &mut |_, _| {})?;
+    Ok(g)
+}
+
+/// Opens GPU 0. Errors say why none is usable (driver library missing, no device).
+pub fn open_gpu() -> Result<CudaDevice> {
+    Ok(CudaDevice::open(0)?)
+}
+
+/// The GPU `device` asks for: `None` for the CPU, the GPU for `cuda` (an error without one), and
+/// for `auto` the GPU when one opens, else `None` with a note on stderr.
+pub fn select_gpu(device: Device) -> Result<Option<CudaDevice>> {
+    match device {
+        Device::Cpu => Ok(None),
+        Device::Cuda => Ok(Some(open_gpu().context("--device cuda: no usable GPU")?)),
+        Device::Auto => match open_gpu() {
+            Ok(dev) => Ok(Some(dev)),
+            Err(e) => {
+                tracing::info!("no usable GPU ({e:#}); running on the CPU");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Opens the decode step of `model` on the requested device.
+///
+/// Errors: the model has no weights (checked first, before lowering and device set-up); `cuda`
+/// without a usable GPU; lowering, pass or executor set-up failures.
+pub fn open_backend<'m>(
+    model: &'m LoadedModel,
+    req: &BackendRequest<'_>,
+) -> Result<Box<dyn DecodeBackend + 'm>> {
+    let weights = model.weights()?;
+    let gpu = select_gpu(req.device)?;
+    let graph = fused_graph(model, req.passes, req.max_context, kv_dtype(gpu.is_some()))?;
+    Ok(match gpu {
+        Some(dev) => Box::new(CudaBackend::new(
+            &dev,
+            &graph,
+            weights,
+            req.max_context,
+            req.exec,
+        )?),
+        None => Box::new(CpuBackend::new(graph, weights, req.max_context)),
+    })
+}
+
+/// The CUDA executor of `model`'s fused decode step on `dev` (bf16 KV cache), for the commands that
+/// drive the executor directly (`bench`, `profile`).
+///
+/// Errors: no weights; lowering, pass or executor set-up failures.
+pub fn cuda_executor(
+    dev: &CudaDevice,
+    model: &LoadedModel,
+    spec: &str,
+    max_context: usize,
+    opts: ExecOptions,
+) -> Result<CudaExecutor> {
+    let weights = model.weights()?;
+    let g = fused_graph(model, spec, max_context, kv_dtype(true))?;
+    CudaExecutor::new(dev, &g, weights, opts).context("setting up the CUDA decode step")
+}
