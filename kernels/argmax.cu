@@ -4,15 +4,13 @@
 
 #include "common.cuh"
 
-extern "C" __global__ void argmax_f32(const float* __restrict__ x, int n, float* __restrict__ part_v,
-                                      int* __restrict__ part_i, unsigned* __restrict__ counter,
-                                      int* __restrict__ out) {
+extern "C" __global__ void argmax_f32(const ArgmaxParams p) {
     __shared__ float sv[32];
     __shared__ int si[32];
     pdl_wait();
     pdl_launch();
     float bv = -BRAID_INF;
     int bi = ARGMAX_NONE;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) argmax_pick(bv, bi, x[i], i);
-    argmax_finish(bv, bi, sv, si, part_v, part_i, counter, out);
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) argmax_pick(bv, bi, p.x[i], i);
+    argmax_finish(bv, bi, sv, si, p.part_v, p.part_i, p.counter, p.out);
 }

@@ -2,10 +2,11 @@
 // optional fused prologue that applies rms_norm + rotary embedding to q and k (the
 // fused_qk_norm_rope op feeding this attention, folded in by the backend).
 //
-// Inputs: q [h, D], k_new / v_new [kvh, D] (f32, this step's projections; pre-norm when qn != null),
-// caches k_cache / v_cache [max_ctx, kvh, D] in bf16, f16 or f32, and the position p read from device
-// memory. With qn / kn (f32 [D]) non-null, q and k are first replaced by rope(rms_norm(., qn|kn, eps),
-// p, theta) exactly as kernels/norm.cu computes them. The kernel stores k / v at cache row p (rounded
+// Inputs (AttentionParams, kernels/params.cuh): q [h, D], k_new / v_new [kvh, D] (f32, this step's
+// projections; pre-norm / pre-rope when the prologue is folded in), caches k_cache / v_cache
+// [max_ctx, kvh, D] in bf16, f16 or f32, and the position p read from device memory. With qn / kn
+// (f32 [D]) non-null, q and k are first rms_normed; with inv_freq non-null they are then rotated
+// (rope at p), exactly as kernels/norm.cu computes both. The kernel stores k / v at cache row p (rounded
 // to the cache dtype), then computes, for every query head i (KV head i / (h / kvh), HF repeat_kv),
 // softmax(scale · q_i · K[0..=p]ᵀ) · V[0..=p] (HF eager_attention_forward with a causal mask; the
 // reference is braid_ir::interp).
@@ -35,15 +36,10 @@
 
 #include "common.cuh"
 
-// Warps per block: 8 while a block's per-head state is small (GM * D <= 512 elements), else 4
-// (registers and shared memory). Rows per lane group in flight: 4 (-DATT_UNROLL_N overrides). On an
-// H200, Qwen3-0.6B's shape, 4 beat 8 at every context measured (128 to 4,224 positions): a shorter
-// chain per warp, fewer registers, and twice the blocks busy at a given length.
-#define ATT_WARPS_OF(GM, D) ((GM) * (D) <= 512 ? 8 : 4)
-#ifdef ATT_UNROLL_N
-#define ATT_UNROLL_OF(GM, D) (ATT_UNROLL_N)
-#else
-#define ATT_UNROLL_OF(GM, D) 4
+// Warps per block: ATT_WARPS_OF (kernels/params.cuh). Rows per lane group in flight: ATT_UNROLL,
+// given by the host for the variant it compiles (Tuning::att_unroll; 4 measured fastest on an H200).
+#ifndef ATT_UNROLL
+#error "attention.cu is compiled one variant at a time: the host defines ATT_SUFFIX, ATT_CT, ATT_D, ATT_GM, ATT_UNROLL"
 #endif
 #define LOG2E 1.4426950408889634f
 // Splits whose partials the final merge requests at once.
@@ -88,9 +84,9 @@ __device__ __forceinline__ float att_merge_splits(int active, Load load) {
     return num / den;
 }
 
-// One row of D elements (x, f32) into dst (shared memory): optionally rms_norm with w and rotary
-// embedding at position pos with the frequencies inv_freq [D/2] (as norm.cu), times `mul`, optionally
-// rounded through the cache dtype.
+// One row of D elements (x, f32) into dst (shared memory): rms_norm with w when w != null, then
+// rotary embedding at position pos with the frequencies inv_freq [D/2] when inv_freq != null (as
+// norm.cu), times `mul`, optionally rounded through the cache dtype.
 // Called by a whole warp; every load is issued before the first reduction.
 template <typename CT, int D>
 __device__ __forceinline__ void att_prepare_row(const float* __restrict__ x, const float* __restrict__ w, float* dst,
@@ -108,7 +104,7 @@ __device__ __forceinline__ void att_prepare_row(const float* __restrict__ x, con
         b[j] = in ? x[i + HALF] : 0.0f;
         wa[j] = (in && w != nullptr) ? w[i] : 1.0f;
         wb[j] = (in && w != nullptr) ? w[i + HALF] : 1.0f;
-        fr[j] = (in && w != nullptr) ? inv_freq[i] : 0.0f;
+        fr[j] = (in && inv_freq != nullptr) ? inv_freq[i] : 0.0f;
     }
     float inv = 1.0f;
     if (w != nullptr) {
@@ -126,6 +122,8 @@ __device__ __forceinline__ void att_prepare_row(const float* __restrict__ x, con
         if (w != nullptr) {
             u = wa[j] * (u * inv);
             v = wb[j] * (v * inv);
+        }
+        if (inv_freq != nullptr) {
             float sn, cs;
             sincosf(pos * fr[j], &sn, &cs);
             const float ru = u * cs - v * sn;
@@ -158,7 +156,6 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     constexpr int EPL = NV * VEC;                        // elements per lane
     constexpr int PPW = 32 / LP;                         // rows per warp per unrolled step
     constexpr int ATT_WARPS = ATT_WARPS_OF(GM, D);
-    constexpr int ATT_UNROLL = ATT_UNROLL_OF(GM, D);
     constexpr int WROWS = PPW * ATT_UNROLL;              // rows per warp per batch
     typedef typename CT::T T;
 
@@ -229,7 +226,7 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
         } else if (r == g) {
             att_prepare_row<CT, D>(k_new + (size_t)kh * D, kn, s_kv[0], eps, inv_freq, fp, 1.0f, true);
         } else {
-            att_prepare_row<CT, D>(v_new + (size_t)kh * D, nullptr, s_kv[1], eps, inv_freq, fp, 1.0f, true);
+            att_prepare_row<CT, D>(v_new + (size_t)kh * D, nullptr, s_kv[1], eps, nullptr, fp, 1.0f, true);
         }
     }
     __syncthreads();
@@ -430,37 +427,15 @@ __device__ __forceinline__ void attention_impl(const float* __restrict__ q, cons
     if (threadIdx.x == 0) counters[kh] = 0u;
 }
 
-// ATTENTION_KERNEL_ expands its arguments first, so a variant can be selected with -D macros.
+// ATTENTION_KERNEL_ expands its arguments first, so the variant comes from the -D macros the host
+// passes (crates/backend-cuda/src/lower/attention.rs `kernel`).
 #define ATTENTION_KERNEL(SUFFIX, CT, D, GM) ATTENTION_KERNEL_(SUFFIX, CT, D, GM)
-#define ATTENTION_KERNEL_(SUFFIX, CT, D, GM)                                                                 \
-    extern "C" __global__ void __launch_bounds__(ATT_WARPS_OF(GM, D) * 32) attention_##SUFFIX##_d##D##_g##GM( \
-        const float* __restrict__ q, const float* __restrict__ k_new, const float* __restrict__ v_new,      \
-        CT::T* __restrict__ kc, CT::T* __restrict__ vc, const int* __restrict__ pos, float* __restrict__ out, \
-        float* __restrict__ part, float* __restrict__ part_ml, unsigned* __restrict__ counters, int h,       \
-        int kvh, int max_ctx, float scale, const float* __restrict__ qn, const float* __restrict__ kn,       \
-        float eps, const float* __restrict__ inv_freq, const void* pf, unsigned long long pf_bytes,          \
-        int min_chunk, int cluster) {                                                                        \
-        attention_impl<CT, D, GM>(q, k_new, v_new, kc, vc, pos, out, part, part_ml, counters, h, kvh,        \
-                                  max_ctx, scale, qn, kn, eps, inv_freq, pf, pf_bytes, min_chunk, cluster);  \
+#define ATTENTION_KERNEL_(SUFFIX, CT, D, GM)                                                                  \
+    extern "C" __global__ void __launch_bounds__(ATT_WARPS_OF(GM, D) * 32)                                 \
+        attention_##SUFFIX##_d##D##_g##GM(const AttentionParams p) {                                        \
+        attention_impl<CT, D, GM>(p.q, p.k_new, p.v_new, (CT::T*)p.kc, (CT::T*)p.vc, p.pos, p.out, p.part,   \
+                                  p.part_ml, p.counters, p.h, p.kvh, p.max_ctx, p.scale, p.qn, p.kn, p.eps, \
+                                  p.inv_freq, p.pf, p.pf_bytes, p.min_chunk, p.cluster);                    \
     }
 
-// The backend compiles one variant at a time (-DATT_VARIANT -DATT_SUFFIX=bf16 -DATT_CT=BF16
-// -DATT_D=128 -DATT_GM=2); without ATT_VARIANT every variant is built (the CI compile check).
-#if defined(ATT_VARIANT)
 ATTENTION_KERNEL(ATT_SUFFIX, ATT_CT, ATT_D, ATT_GM)
-#else
-#define ATTENTION_GROUPS(SUFFIX, CT, D) \
-    ATTENTION_KERNEL(SUFFIX, CT, D, 1)  \
-    ATTENTION_KERNEL(SUFFIX, CT, D, 2)  \
-    ATTENTION_KERNEL(SUFFIX, CT, D, 4)  \
-    ATTENTION_KERNEL(SUFFIX, CT, D, 8)
-
-#define ATTENTION_DIMS(SUFFIX, CT)      \
-    ATTENTION_GROUPS(SUFFIX, CT, 64)    \
-    ATTENTION_GROUPS(SUFFIX, CT, 128)   \
-    ATTENTION_GROUPS(SUFFIX, CT, 256)
-
-ATTENTION_DIMS(bf16, BF16)
-ATTENTION_DIMS(f16, F16)
-ATTENTION_DIMS(f32, F32)
-#endif

@@ -4,7 +4,10 @@
 #include "common.cuh"
 
 // p[i] = a hash of (i, seed): never all zeros, so the read measures real data.
-extern "C" __global__ void bench_fill_u32(u32* __restrict__ p, unsigned long long n, u32 seed) {
+extern "C" __global__ void bench_fill_u32(const BenchFillParams prm) {
+    u32* __restrict__ p = prm.p;
+    const unsigned long long n = prm.n;
+    const u32 seed = prm.seed;
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
          i += (unsigned long long)gridDim.x * blockDim.x) {
         u32 h = (u32)i * 2654435761u ^ seed;
@@ -16,7 +19,10 @@ extern "C" __global__ void bench_fill_u32(u32* __restrict__ p, unsigned long lon
 }
 
 // Reads n16 16-byte vectors once; writes only if an impossible checksum appears, so the loads stay.
-extern "C" __global__ void bench_read(const uint4* __restrict__ p, unsigned long long n16, u32* __restrict__ sink) {
+extern "C" __global__ void bench_read(const BenchReadParams prm) {
+    const uint4* __restrict__ p = (const uint4*)prm.p;
+    const unsigned long long n16 = prm.n16;
+    u32* __restrict__ sink = prm.sink;
     u32 acc = 0;
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
     unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;

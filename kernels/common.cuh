@@ -13,6 +13,8 @@
 //   before `pdl_wait()`, and reads or writes anything else only after it; `pdl_launch()` lets the next
 //   kernel of the stream start its own prologue early. Both are no-ops when launched without PDL.
 
+#include "params.cuh"
+
 typedef unsigned short u16;
 typedef unsigned int u32;
 typedef unsigned long long u64;

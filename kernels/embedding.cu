@@ -19,11 +19,9 @@ __device__ __forceinline__ void embedding_impl(const typename WT::T* __restrict_
     for (int j = threadIdx.x; j < hidden; j += blockDim.x) o[j] = WT::load(table, base + j);
 }
 
-#define EMBEDDING_KERNEL(SUFFIX, WT)                                                                  \
-    extern "C" __global__ void embedding_##SUFFIX(const WT::T* __restrict__ table,                   \
-                                                  const int* __restrict__ ids, float* __restrict__ out, \
-                                                  int hidden, int vocab) {                            \
-        embedding_impl<WT>(table, ids, out, hidden, vocab);                                           \
+#define EMBEDDING_KERNEL(SUFFIX, WT)                                                          \
+    extern "C" __global__ void embedding_##SUFFIX(const EmbeddingParams p) {                  \
+        embedding_impl<WT>((const WT::T*)p.table, p.ids, p.out, p.hidden, p.vocab);           \
     }
 
 EMBEDDING_KERNEL(bf16, BF16)

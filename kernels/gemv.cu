@@ -8,7 +8,8 @@
 //   pro 2: silu(x[m, :k]) * x[m, k:2k] with x [m, 2k] (the SwiGLU of HF Qwen3MLP);
 // resid [m, n] (nullable) is added to the result. Grid (blocks, m), 256 threads = 8 warps; each lane
 // reads 16-byte weight vectors and dots them with the matching x elements; warp shuffles (and shared
-// memory when several warps share a row) reduce a row. The host picks the variant (lower.rs):
+// memory when several warps share a row) reduce a row. The host picks the variant
+// (crates/backend-cuda/src/lower/gemv.rs):
 //   gemv_direct4: each lane reads its own x elements from global memory (L1); `wpr` warps share a row
 //     (narrow matrices), 4 vectors per lane in flight; no block barrier except for the norm weights.
 //   gemv_direct2: two rows per warp, both in flight, for matrices with more rows than a wave of warps;
@@ -90,7 +91,7 @@ __device__ __forceinline__ void gemv_vec(const typename WT::T* __restrict__ w, c
                                          unsigned* __restrict__ am_counter) {
     extern __shared__ float smem[];
     float* scratch = smem;
-    float* red = smem + 32;  // [2][8] row partials, double-buffered across row groups
+    float* red = smem + 32;  // [2][GEMV_WARPS] row partials, double-buffered across row groups
     float* xs = smem + 48;
     l2_prefetch_share(pf, pf_bytes);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -157,11 +158,11 @@ __device__ __forceinline__ void gemv_vec(const typename WT::T* __restrict__ w, c
         }
         acc = warp_sum(acc);
         if (wpr > 1) {
-            if (lane == 0) red[buf * 8 + warp] = acc;
+            if (lane == 0) red[buf * GEMV_WARPS + warp] = acc;
             __syncthreads();
             acc = 0.0f;
             if (part == 0 && lane == 0) {
-                for (int i = 0; i < wpr; ++i) acc += red[buf * 8 + warp + i];
+                for (int i = 0; i < wpr; ++i) acc += red[buf * GEMV_WARPS + warp + i];
             }
             buf ^= 1;
         }
@@ -235,7 +236,7 @@ __device__ __forceinline__ void gemv_direct(const typename WT::T* __restrict__ w
                                             const float* __restrict__ norm_w, const float* __restrict__ resid,
                                             float* __restrict__ y, int n, int k, int pro, float eps, int wpr,
                                             const void* pf, unsigned long long pf_bytes) {
-    __shared__ float red[2][8];
+    __shared__ float red[2][GEMV_WARPS];
     extern __shared__ __align__(16) float nws[];  // pro 1: the norm weights [k]
     l2_prefetch_share(pf, pf_bytes);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -436,45 +437,28 @@ __device__ __forceinline__ void gemv_scalar(const typename WT::T* __restrict__ w
     }
 }
 
+// Every variant takes one GemvParams (kernels/params.cuh) by value.
 #define GEMV_KERNELS(SUFFIX, WT)                                                                          \
-    extern "C" __global__ void __launch_bounds__(256)                                                     \
-        gemv_##SUFFIX(const WT::T* __restrict__ w, const float* __restrict__ x,                          \
-                      const float* __restrict__ norm_w, const float* __restrict__ resid,                  \
-                      float* __restrict__ y, int n, int k, int pro, float eps, int wpr, const void* pf,   \
-                      unsigned long long pf_bytes) {                                                      \
-        gemv_vec<WT, false>(w, x, norm_w, resid, y, n, k, pro, eps, wpr, pf, pf_bytes, nullptr, nullptr,   \
-                            nullptr, nullptr);                                                            \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_##SUFFIX(const GemvParams p) {       \
+        gemv_vec<WT, false>((const WT::T*)p.w, p.x, p.norm_w, p.resid, p.y, p.n, p.k, p.pro, p.eps, p.wpr, \
+                            p.pf, p.pf_bytes, nullptr, nullptr, nullptr, nullptr);                        \
     }                                                                                                     \
-    extern "C" __global__ void __launch_bounds__(256)                                                     \
-        gemv_argmax_##SUFFIX(const WT::T* __restrict__ w, const float* __restrict__ x,                   \
-                             const float* __restrict__ norm_w, const float* __restrict__ resid,           \
-                             float* __restrict__ y, int n, int k, int pro, float eps, int wpr,            \
-                             const void* pf, unsigned long long pf_bytes, int* __restrict__ am_out,       \
-                             float* __restrict__ am_v, int* __restrict__ am_i,                            \
-                             unsigned* __restrict__ am_counter) {                                         \
-        gemv_vec<WT, true>(w, x, norm_w, resid, y, n, k, pro, eps, wpr, pf, pf_bytes, am_out, am_v, am_i,  \
-                           am_counter);                                                                   \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_argmax_##SUFFIX(const GemvParams p) { \
+        gemv_vec<WT, true>((const WT::T*)p.w, p.x, p.norm_w, p.resid, p.y, p.n, p.k, p.pro, p.eps, p.wpr,  \
+                           p.pf, p.pf_bytes, p.am_out, p.am_v, p.am_i, p.am_counter);                     \
     }                                                                                                     \
-    extern "C" __global__ void __launch_bounds__(256)                                                     \
-        gemv_scalar_##SUFFIX(const WT::T* __restrict__ w, const float* __restrict__ x,                   \
-                             const float* __restrict__ norm_w, const float* __restrict__ resid,           \
-                             float* __restrict__ y, int n, int k, int pro, float eps, int wpr,            \
-                             const void* pf, unsigned long long pf_bytes) {                               \
-        gemv_scalar<WT>(w, x, norm_w, resid, y, n, k, pro, eps, pf, pf_bytes);                            \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_scalar_##SUFFIX(const GemvParams p) { \
+        gemv_scalar<WT>((const WT::T*)p.w, p.x, p.norm_w, p.resid, p.y, p.n, p.k, p.pro, p.eps, p.pf,      \
+                        p.pf_bytes);                                                                      \
     }                                                                                                     \
-    extern "C" __global__ void __launch_bounds__(256)                                                     \
-        gemv_direct4_##SUFFIX(const WT::T* __restrict__ w, const float* __restrict__ x,                  \
-                              const float* __restrict__ norm_w, const float* __restrict__ resid,          \
-                              float* __restrict__ y, int n, int k, int pro, float eps, int wpr,           \
-                              const void* pf, unsigned long long pf_bytes) {                              \
-        gemv_direct<WT, 4>(w, x, norm_w, resid, y, n, k, pro, eps, wpr, pf, pf_bytes);                    \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) gemv_direct4_##SUFFIX(const GemvParams p) { \
+        gemv_direct<WT, 4>((const WT::T*)p.w, p.x, p.norm_w, p.resid, p.y, p.n, p.k, p.pro, p.eps, p.wpr,  \
+                           p.pf, p.pf_bytes);                                                             \
     }
 
 #define GEMV_DIRECT2_KERNEL(NAME, WT, GLU)                                                                \
-    extern "C" __global__ void __launch_bounds__(256)                                                     \
-        NAME(const WT::T* __restrict__ w, const float* __restrict__ x, const float* __restrict__ norm_w,  \
-             const float* __restrict__ resid, float* __restrict__ y, int n, int k, int pro, float eps) {  \
-        gemv_direct2<WT, GLU>(w, x, norm_w, resid, y, n, k, pro, eps);                                    \
+    extern "C" __global__ void __launch_bounds__(GEMV_THREADS) NAME(const GemvParams p) {                \
+        gemv_direct2<WT, GLU>((const WT::T*)p.w, p.x, p.norm_w, p.resid, p.y, p.n, p.k, p.pro, p.eps);    \
     }
 
 GEMV_KERNELS(bf16, BF16)
@@ -486,4 +470,3 @@ GEMV_DIRECT2_KERNEL(gemv_direct2_f32, F32, false)
 GEMV_DIRECT2_KERNEL(gemv_direct2_glu_bf16, BF16, true)
 GEMV_DIRECT2_KERNEL(gemv_direct2_glu_f16, F16, true)
 GEMV_DIRECT2_KERNEL(gemv_direct2_glu_f32, F32, true)
-

@@ -1,4 +1,5 @@
-// Row-wise norms and rotary embeddings over f32 rows.
+// Row-wise norms and rotary embeddings over f32 rows. Parameters: RmsNormParams / NormRopeParams
+// (kernels/params.cuh).
 //
 // rms_norm_f32: out = w * x / sqrt(mean(x²) + eps) per row of x [rows, d] (HF Qwen3RMSNorm), with
 //   w f32 [d]. One warp per row, 8 warps per block.
@@ -11,8 +12,12 @@
 
 #include "common.cuh"
 
-extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, const float* __restrict__ w,
-                                        float* __restrict__ out, int rows, int d, float eps) {
+extern "C" __global__ void rms_norm_f32(const RmsNormParams p) {
+    const float* __restrict__ x = p.x;
+    const float* __restrict__ w = p.w;
+    float* __restrict__ out = p.out;
+    const int rows = p.rows, d = p.d;
+    const float eps = p.eps;
     pdl_wait();
     pdl_launch();
     const int lane = threadIdx.x & 31;
@@ -58,19 +63,18 @@ __device__ __forceinline__ void norm_rope_row(const float* __restrict__ xr, cons
     }
 }
 
-extern "C" __global__ void norm_rope_f32(const float* __restrict__ x1, const float* __restrict__ w1,
-                                         float* __restrict__ out1, int rows1, const float* __restrict__ x2,
-                                         const float* __restrict__ w2, float* __restrict__ out2, int rows2,
-                                         const int* __restrict__ pos, int d, float eps,
-                                         const float* __restrict__ inv_freq, int do_norm, int do_rope) {
+extern "C" __global__ void norm_rope_f32(const NormRopeParams p) {
     pdl_wait();
     pdl_launch();
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const float p = do_rope ? (float)max(*pos, 0) : 0.0f;
-    if (row < rows1) {
-        norm_rope_row(x1 + (size_t)row * d, w1, out1 + (size_t)row * d, d, eps, do_norm, do_rope, p, inv_freq);
-    } else if (row < rows1 + rows2) {
-        const int r = row - rows1;
-        norm_rope_row(x2 + (size_t)r * d, w2, out2 + (size_t)r * d, d, eps, do_norm, do_rope, p, inv_freq);
+    const int d = p.d;
+    const float at = p.do_rope ? (float)max(*p.pos, 0) : 0.0f;
+    if (row < p.rows1) {
+        norm_rope_row(p.x1 + (size_t)row * d, p.w1, p.out1 + (size_t)row * d, d, p.eps, p.do_norm, p.do_rope, at,
+                      p.inv_freq);
+    } else if (row < p.rows1 + p.rows2) {
+        const int r = row - p.rows1;
+        norm_rope_row(p.x2 + (size_t)r * d, p.w2, p.out2 + (size_t)r * d, d, p.eps, p.do_norm, p.do_rope, at,
+                      p.inv_freq);
     }
 }

@@ -2,7 +2,7 @@
 # Kernel-variant ablation on the GPU machine (repo root, release binary at $BRAID, default
 # target/release/braid): one random-weight Qwen3-0.6B-shaped checkpoint, a correctness check of the
 # default build, then `braid bench` (captured graph, 128-token prompt, 256 generated tokens) for each
-# set of tuning knobs below (crates/backend-cuda/src/lower.rs lists them). Prints one table line per
+# set of tuning knobs below (crates/backend-cuda/src/tuning.rs lists them). Prints one table line per
 # variant; full logs go to $OUT (or ./gpu-logs). Usage: bash scripts/gpu_ablate.sh [VARIANT ...],
 # where a VARIANT is a space-separated list of NAME=VALUE settings ("" is the default build).
 source "$(dirname "$0")/gpu_env.sh"
@@ -12,7 +12,7 @@ if [ $# -gt 0 ]; then variants=("$@"); else
   variants=(""
     "BRAID_ATT_SPLITS=8"
     "BRAID_ATT_SPLITS=16"
-    "BRAID_GEMV_KERNEL=smem"
+    "BRAID_GEMV_KERNEL=staged"
     "BRAID_GEMV_ROWS2=0"
     "BRAID_L2_PREFETCH=2")
 fi

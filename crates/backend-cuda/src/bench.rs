@@ -4,7 +4,9 @@ use cudarc::driver::sys;
 
 use crate::device::CudaDevice;
 use crate::error::{CudaError, DriverContext};
-use crate::launch::{KArg, Launch};
+use crate::facts::KernelRef;
+use crate::launch::Launch;
+use crate::params::{BenchFillParams, BenchReadParams, Params, Ptr};
 
 /// Measures the device's read bandwidth in bytes per second: fills a fresh buffer of `bytes` (rounded
 /// up to 16) with a non-zero pattern, then times one read pass with 16-byte loads (kernels/bench.cu,
@@ -17,40 +19,33 @@ pub fn measure_read_bandwidth(dev: &CudaDevice, bytes: usize) -> Result<f64, Cud
     let n16 = bytes.div_ceil(16).max(1);
     let buf = dev.alloc_zeroed(n16 * 16, "the bandwidth probe")?;
     let sink = dev.alloc_zeroed(16, "the bandwidth probe's sink")?;
-    let sms = dev.sm_count();
-    let make = |kernel: &str, args: Vec<KArg>| -> Result<Launch, CudaError> {
-        Ok(Launch {
-            op: "bench",
-            node: "-".into(),
-            kernel: kernel.into(),
-            func: dev.kernel("bench.cu", kernel, &[])?,
-            grid: (sms * 8, 1, 1),
-            block: (256, 1, 1),
-            smem: 0,
-            cluster: None,
-            args,
-            bytes: n16 * 16,
-            bytes_per_kv_row: 0,
-            prefetch_arg: None,
-            weight_range: None,
-            detail: String::new(),
-        })
-    };
-    let fill = make(
-        "bench_fill_u32",
-        vec![
-            KArg::Ptr(buf.ptr),
-            KArg::U64((n16 * 4) as u64),
-            KArg::I32(0x5eed),
-        ],
+    let grid = (dev.sm_count() * 8, 1, 1);
+    let fill = Launch::direct(
+        dev,
+        "bench",
+        &KernelRef::plain("bench.cu", "bench_fill_u32"),
+        grid,
+        256,
+        Params::BenchFill(BenchFillParams {
+            p: Ptr::device(buf.ptr),
+            n: (n16 * 4) as u64,
+            seed: 0x5eed,
+            pad_: 0,
+        }),
+        n16 * 16,
     )?;
-    let read = make(
-        "bench_read",
-        vec![
-            KArg::Ptr(buf.ptr),
-            KArg::U64(n16 as u64),
-            KArg::Ptr(sink.ptr),
-        ],
+    let read = Launch::direct(
+        dev,
+        "bench",
+        &KernelRef::plain("bench.cu", "bench_read"),
+        grid,
+        256,
+        Params::BenchRead(BenchReadParams {
+            p: Ptr::device(buf.ptr),
+            sink: Ptr::device(sink.ptr),
+            n16: n16 as u64,
+        }),
+        n16 * 16,
     )?;
     dev.bind()?;
     let stream = dev.cu_stream();

@@ -32,6 +32,13 @@ pub struct KernelSource {
 /// The shared header pasted into every kernel source.
 pub const COMMON_HEADER: &str = include_str!("../../../kernels/common.cuh");
 
+/// The kernel parameter structs and shared constants (`kernels/params.cuh`), included by
+/// `common.cuh`; mirrored by [`crate::params`].
+pub const PARAMS_HEADER: &str = include_str!("../../../kernels/params.cuh");
+
+/// The headers `#include "..."` may name, pasted in place (NVRTC sees one self-contained text).
+const HEADERS: &[(&str, &str)] = &[("common.cuh", COMMON_HEADER), ("params.cuh", PARAMS_HEADER)];
+
 /// Every kernel source of the backend, one per op family.
 pub const KERNEL_SOURCES: &[KernelSource] = &[
     KernelSource {
@@ -69,20 +76,42 @@ pub fn kernel_source(file: &str) -> Option<&'static KernelSource> {
     KERNEL_SOURCES.iter().find(|s| s.file == file)
 }
 
-/// The text NVRTC compiles for `src`: the shared header pasted in place of `#include "common.cuh"`.
+/// The text NVRTC compiles for `src`: every `#include "common.cuh"` / `#include "params.cuh"` line
+/// replaced by the header's text (recursively, each header once), with `#line` markers so NVRTC's
+/// messages name the right file and line.
 pub fn expanded_source(src: &KernelSource) -> String {
-    let mut out = String::with_capacity(src.text.len() + COMMON_HEADER.len() + 128);
-    for (i, line) in src.text.lines().enumerate() {
-        if line.trim() == "#include \"common.cuh\"" {
-            out.push_str("#line 1 \"common.cuh\"\n");
-            out.push_str(COMMON_HEADER);
-            out.push_str(&format!("\n#line {} \"{}\"\n", i + 2, src.file));
-        } else {
-            out.push_str(line);
-            out.push('\n');
+    expand_text(src.file, src.text)
+}
+
+/// [`expanded_source`] for any text (`file` names it in `#line` markers).
+pub fn expand_text(file: &str, text: &str) -> String {
+    let mut out =
+        String::with_capacity(text.len() + COMMON_HEADER.len() + PARAMS_HEADER.len() + 256);
+    let mut pasted = Vec::new();
+    paste(file, text, &mut out, &mut pasted);
+    out
+}
+
+fn paste(file: &str, text: &str, out: &mut String, pasted: &mut Vec<&'static str>) {
+    for (i, line) in text.lines().enumerate() {
+        let header = HEADERS
+            .iter()
+            .find(|(name, _)| line.trim() == format!("#include \"{name}\""));
+        match header {
+            Some((name, body)) => {
+                if !pasted.contains(name) {
+                    pasted.push(name);
+                    out.push_str(&format!("#line 1 \"{name}\"\n"));
+                    paste(name, body, out, pasted);
+                }
+                out.push_str(&format!("#line {} \"{file}\"\n", i + 2));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
         }
     }
-    out
 }
 
 /// Whether libnvrtc can be loaded; `Err` says why not (the library names searched).
@@ -110,29 +139,7 @@ pub fn nvrtc_version() -> Result<(i32, i32), CudaError> {
     Ok((major, minor))
 }
 
-/// `$CUDA_HOME/include`, or `/usr/local/cuda/include` when `CUDA_HOME` is unset.
-pub fn cuda_include_dir() -> PathBuf {
-    let home = std::env::var_os("CUDA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/local/cuda"));
-    home.join("include")
-}
-
-/// The on-disk kernel cache directory (see the module docs), or `None` when no home is known.
-pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("BRAID_CACHE_DIR") {
-        return Some(PathBuf::from(d).join("kernels"));
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(d).join("braid").join("kernels"));
-    }
-    std::env::var_os("HOME").map(|h| {
-        PathBuf::from(h)
-            .join(".cache")
-            .join("braid")
-            .join("kernels")
-    })
-}
+pub use crate::env::{cache_dir, cuda_include_dir};
 
 /// Compiles kernel sources with NVRTC for one architecture, through the disk cache.
 #[derive(Debug)]
@@ -266,6 +273,16 @@ impl Compiler {
         ))
     }
 
+    /// Compiles `text` (named `file` in messages; `#include "params.cuh"` / `"common.cuh"` pasted)
+    /// and discards the result: for checks such as [`crate::params::c_layout_assertions`].
+    ///
+    /// Errors: [`CudaError::Compile`] with NVRTC's log.
+    pub fn check_text(&self, file: &str, text: &str) -> Result<(), CudaError> {
+        let text = expand_text(file, text);
+        let options = self.options_for(&text);
+        self.compile_text(file, &text, &options).map(|_| ())
+    }
+
     fn compile_text(
         &self,
         file: &str,
@@ -365,16 +382,18 @@ mod tests {
         for src in KERNEL_SOURCES {
             let text = expanded_source(src);
             assert!(
-                !text.lines().any(|l| l.trim() == "#include \"common.cuh\""),
+                !text.lines().any(|l| l.trim().starts_with("#include \"")),
                 "{}",
                 src.file
             );
-            assert_eq!(
-                text.matches("#line 1 \"common.cuh\"").count(),
-                1,
-                "{}",
-                src.file
-            );
+            for h in ["common.cuh", "params.cuh"] {
+                assert_eq!(
+                    text.matches(&format!("#line 1 \"{h}\"")).count(),
+                    1,
+                    "{} {h}",
+                    src.file
+                );
+            }
             assert!(text.contains(&format!("\"{}\"", src.file)), "{}", src.file);
         }
     }

@@ -9,6 +9,7 @@ use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStr
 
 use crate::compile::{kernel_source, Compiler};
 use crate::error::{CudaError, DriverContext};
+use crate::facts::{DeviceFacts, KernelRef, Occupancy, Target};
 
 /// A device pointer (`CUdeviceptr`).
 pub type DevPtr = u64;
@@ -111,6 +112,81 @@ impl CudaDevice {
     /// Number of streaming multiprocessors.
     pub fn sm_count(&self) -> u32 {
         self.inner.sm_count
+    }
+
+    /// The facts of this device, read from the driver.
+    ///
+    /// Errors: a driver attribute query fails.
+    pub fn facts(&self) -> Result<DeviceFacts, CudaError> {
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let a = |attr| self.attribute(attr).map(|v| v.max(0) as u32);
+        Ok(DeviceFacts {
+            name: self.name().to_string(),
+            compute_capability: self.compute_capability(),
+            sm_count: self.sm_count(),
+            smem_per_block_optin: a(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
+            smem_per_sm: a(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)?,
+            regs_per_sm: a(A::CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR)?,
+            max_threads_per_sm: a(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)?,
+            max_blocks_per_sm: a(A::CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR)?,
+        })
+    }
+
+    /// This device as a lowering target: its facts, and the driver's occupancy for the kernels as
+    /// compiled for it.
+    ///
+    /// Errors: a driver attribute query fails.
+    pub fn target(&self) -> Result<Target<'static>, CudaError> {
+        Ok(Target {
+            facts: self.facts()?,
+            occupancy: Box::new(self.clone()),
+        })
+    }
+
+    /// A device attribute (`cuDeviceGetAttribute`).
+    pub(crate) fn attribute(&self, attr: CUdevice_attribute) -> Result<i32, CudaError> {
+        self.inner
+            .ctx
+            .attribute(attr)
+            .ctx(|| format!("reading the device attribute {attr:?}"))
+    }
+
+    /// The compiled kernel `k`, allowed to use `smem` bytes of dynamic shared memory: beyond the
+    /// default 48 KiB the kernel's limit is raised to the device's opt-in maximum (the attribute is
+    /// per kernel, and launches of one kernel may need different amounts: set the maximum once
+    /// rather than one launch's need).
+    ///
+    /// Errors: compilation, or the driver refusing the attribute.
+    pub(crate) fn function(&self, k: &KernelRef, smem: u32) -> Result<CudaFunction, CudaError> {
+        let func = self.kernel(k.file, &k.name, &k.define_pairs())?;
+        if smem > 48 * 1024 {
+            let max = self.attribute(
+                CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )?;
+            let mut fixed = 0i32;
+            // SAFETY: `func` is a live kernel handle; `fixed` is valid for writes.
+            unsafe {
+                sys::cuFuncGetAttribute(
+                    &mut fixed,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+                    func.cu_function(),
+                )
+            }
+            .result()
+            .ctx(|| format!("reading the static shared memory of kernel `{k}`"))?;
+            let max = max - fixed;
+            // SAFETY: `func` is a live kernel handle; the attribute takes a byte count.
+            unsafe {
+                sys::cuFuncSetAttribute(
+                    func.cu_function(),
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    max,
+                )
+            }
+            .result()
+            .ctx(|| format!("allowing {max} bytes of shared memory for kernel `{k}`"))?;
+        }
+        Ok(func)
     }
 
     /// Free and total device memory in bytes.
@@ -242,6 +318,22 @@ impl CudaDevice {
             len,
             ctx: self.inner.ctx.clone(),
         })
+    }
+}
+
+/// The driver's occupancy of the kernel as compiled for this device.
+impl Occupancy for CudaDevice {
+    fn blocks_per_sm(
+        &self,
+        kernel: &KernelRef,
+        threads: u32,
+        dyn_smem: u32,
+    ) -> Result<usize, CudaError> {
+        let func = self.function(kernel, dyn_smem)?;
+        Ok(func
+            .occupancy_max_active_blocks_per_multiprocessor(threads, dyn_smem as usize, None)
+            .ctx(|| format!("querying the occupancy of kernel `{kernel}`"))?
+            .max(1) as usize)
     }
 }
 

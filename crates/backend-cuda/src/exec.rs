@@ -9,16 +9,18 @@
 
 use std::collections::HashMap;
 
-use braid_ir::{DType, Graph, Op, Tensor, TensorType, WeightSource};
+use braid_ir::{DType, Graph, Tensor, TensorType, WeightSource};
 use cudarc::driver::{result, sys, CudaGraph};
 use half::{bf16, f16};
 
 use crate::device::{CudaDevice, DevBuf, DevPtr, PinnedBuf};
 use crate::error::{CudaError, DriverContext};
+use crate::facts::KernelRef;
 use crate::launch::Launch;
-use crate::lower::{workspace_layout, Bases, Lowerer};
-use crate::plan::{Form, MemoryPlan, Region};
+use crate::params::{Params, Ptr, Region, StepAdvanceParams};
+use crate::plan::{Form, Plan};
 use crate::profile::{Profile, ProfileRow};
+use crate::tuning::Tuning;
 
 /// How the executor runs a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +34,9 @@ pub struct ExecOptions {
     pub pdl: bool,
     /// Eager mode only: synchronise after every launch, so a faulting kernel is named in the error.
     pub sync_each_launch: bool,
+    /// The lowering's tuning knobs ([`Tuning::default`] unless set; the runner reads the
+    /// environment with [`Tuning::from_env`]).
+    pub tuning: Tuning,
 }
 
 impl Default for ExecOptions {
@@ -40,6 +45,7 @@ impl Default for ExecOptions {
             use_graph: true,
             pdl: true,
             sync_each_launch: false,
+            tuning: Tuning::default(),
         }
     }
 }
@@ -53,17 +59,41 @@ struct ResultSlot {
     dtype: DType,
 }
 
+/// The device base address of every region of a plan.
+struct Bases {
+    arena: DevPtr,
+    io: DevPtr,
+    kv: DevPtr,
+    weights: DevPtr,
+    scratch: DevPtr,
+}
+
+impl Bases {
+    /// The device address of `offset` bytes into `region` (a scratch slot's offset comes from the
+    /// plan's scratch layout).
+    fn resolve(&self, plan: &Plan, region: Region, offset: usize) -> DevPtr {
+        let base = match region {
+            Region::Arena => self.arena,
+            Region::Io => self.io,
+            Region::Kv => self.kv,
+            Region::Weights => self.weights,
+            Region::Scratch(s) => self.scratch + plan.scratch.offset(s).unwrap_or(0) as u64,
+        };
+        base + offset as u64
+    }
+}
+
 /// Runs decode steps of one graph on one device. See the crate docs for the life of a step.
 pub struct CudaExecutor {
     dev: CudaDevice,
-    plan: MemoryPlan,
+    plan: Plan,
     launches: Vec<Launch>,
     _arena: DevBuf,
     io: DevBuf,
     kv: DevBuf,
     _weights: DevBuf,
-    _work: DevBuf,
-    /// Pinned staging: the inputs (`plan.io_bytes`), then 16 bytes for the next token.
+    _scratch: DevBuf,
+    /// Pinned staging: the inputs (`plan.memory.io_bytes`), then 16 bytes for the next token.
     host_io: PinnedBuf,
     token_out: usize,
     token_input: Option<usize>,
@@ -87,9 +117,8 @@ pub struct CudaExecutor {
 }
 
 impl CudaExecutor {
-    /// Plans `g` for `dev`: verifies it, folds and uploads its constants from `weights`, allocates the
-    /// activation arena, inputs, KV caches (zeroed) and scratch, compiles the kernels it needs, builds
-    /// the launch list and, with `opts.use_graph`, records the step into a CUDA graph.
+    /// Lowers `g` for `dev` with `opts.tuning` ([`crate::lower::lower`] on the live device's facts)
+    /// and builds an executor for the plan ([`CudaExecutor::from_plan`]).
     ///
     /// Errors: [`CudaError::Graph`] when `g` fails [`braid_ir::verify()`]; [`CudaError::Weight`] for a
     /// missing or mismatched weight; [`CudaError::Unsupported`] for an op shape the kernels do not
@@ -100,9 +129,26 @@ impl CudaExecutor {
         weights: &dyn WeightSource,
         opts: ExecOptions,
     ) -> Result<Self, CudaError> {
-        braid_ir::verify(g).map_err(|e| CudaError::Graph(e.to_string()))?;
-        let plan = MemoryPlan::new(g)?;
-        for slot in &plan.inputs {
+        dev.bind()?;
+        let target = dev.target()?;
+        let plan = crate::lower::lower(g, &target, &opts.tuning)?;
+        Self::from_plan(dev, g, plan, weights, opts)
+    }
+
+    /// An executor for `plan` (lowered from `g`): allocates the activation arena, inputs, KV caches
+    /// (zeroed) and scratch, folds and uploads the constants from `weights`, binds every launch to
+    /// the buffers and, with `opts.use_graph`, records the step into a CUDA graph.
+    ///
+    /// Errors: as [`CudaExecutor::new`].
+    pub fn from_plan(
+        dev: &CudaDevice,
+        g: &Graph,
+        plan: Plan,
+        weights: &dyn WeightSource,
+        opts: ExecOptions,
+    ) -> Result<Self, CudaError> {
+        let mem = &plan.memory;
+        for slot in &mem.inputs {
             let scalar_i32 = slot.ty.dtype == DType::I32 && slot.ty.shape == [1];
             if (slot.name == "token" || slot.name == "position") && !scalar_i32 {
                 return Err(CudaError::Graph(format!(
@@ -112,78 +158,50 @@ impl CudaExecutor {
             }
         }
         dev.bind()?;
-        let arena = dev.alloc_zeroed(plan.arena_bytes, "the activation arena")?;
-        let io = dev.alloc_zeroed(plan.io_bytes, "the step inputs")?;
-        let kv = dev.alloc_zeroed(plan.kv_bytes, "the KV caches")?;
-        let weights_buf = dev.alloc_zeroed(plan.weights_bytes, "the weights")?;
-        let work = workspace_layout(g, &plan, dev.sm_count())?;
-        let work_buf = dev.alloc_zeroed(work.bytes, "kernel scratch")?;
-        for ((_, d), offset, table) in &work.rope {
-            // SAFETY: the workspace holds the table at `offset` (sized by workspace_layout); the copy
-            // is synchronous.
-            unsafe { result::memcpy_htod_sync(work_buf.ptr + *offset as u64, table) }
-                .ctx(|| format!("uploading the rotary table for head_dim {d}"))?;
+        let arena = dev.alloc_zeroed(mem.arena_bytes, "the activation arena")?;
+        let io = dev.alloc_zeroed(mem.io_bytes, "the step inputs")?;
+        let kv = dev.alloc_zeroed(mem.kv_bytes, "the KV caches")?;
+        let weights_buf = dev.alloc_zeroed(mem.weights_bytes, "the weights")?;
+        let scratch = dev.alloc_zeroed(plan.scratch.bytes, "kernel scratch")?;
+        for (slot, table) in &plan.scratch.init {
+            let off = plan
+                .scratch
+                .offset(*slot)
+                .ok_or_else(|| CudaError::Graph(format!("scratch slot {slot:?} has no place")))?;
+            // SAFETY: the scratch buffer holds the slot at `off` (sized by the layout); the copy is
+            // synchronous.
+            unsafe { result::memcpy_htod_sync(scratch.ptr + off as u64, table) }
+                .ctx(|| format!("uploading scratch slot {slot:?}"))?;
         }
         let weight_bytes =
-            crate::weights::upload_constants(dev, g, &plan, weights, weights_buf.ptr)?;
+            crate::weights::upload_constants(dev, g, &plan.memory, weights, weights_buf.ptr)?;
         let bases = Bases {
             arena: arena.ptr,
             io: io.ptr,
             kv: kv.ptr,
             weights: weights_buf.ptr,
-            work: work_buf.ptr,
+            scratch: scratch.ptr,
         };
-        let launches = Lowerer {
-            dev,
-            g,
-            plan: &plan,
-            bases,
-            work: work.clone(),
-        }
-        .lower()?;
-        let token_out = plan.io_bytes.div_ceil(16) * 16;
+        let resolve = |r: Region, off: usize| bases.resolve(&plan, r, off);
+        let launches = plan
+            .launches
+            .iter()
+            .map(|p| Launch::bind(dev, p, &resolve))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mem = &plan.memory;
+        let token_out = mem.io_bytes.div_ceil(16) * 16;
         let host_io = dev.alloc_pinned(token_out + 16, "the step inputs and next token")?;
 
-        let mut results = Vec::new();
-        for &r in g.results() {
-            let ty = g
-                .value_type(r)
-                .map_err(|e| CudaError::Graph(e.to_string()))?
-                .clone();
-            let (ptr, dtype) = if plan.is_const(r) {
-                let off = plan.const_places.get(&(r, Form::F32)).ok_or_else(|| {
-                    CudaError::Graph(format!(
-                        "constant result {} was not uploaded",
-                        plan.label(r)
-                    ))
-                })?;
-                (bases.weights + *off as u64, DType::F32)
-            } else {
-                let p = plan.places[&r];
-                let (region, offset) = plan.resolve(p);
-                let base = match region {
-                    Region::Arena(_) => bases.arena,
-                    Region::Io => bases.io,
-                    Region::Kv => bases.kv,
-                    Region::Weights => bases.weights,
-                };
-                (base + offset as u64, ty.dtype)
-            };
-            results.push(ResultSlot { ty, ptr, dtype });
-        }
+        let results = result_slots(g, &plan, &resolve)?;
         let logits = results.iter().position(|r| r.ty.dtype == DType::F32);
         let next_token = results
             .iter()
             .position(|r| r.ty.dtype == DType::I32 && r.ty.numel() == 1);
-        let input_offset = |name: &str| {
-            plan.inputs
-                .iter()
-                .find(|s| s.name == name)
-                .map(|s| s.offset)
-        };
+        let input_offset =
+            |name: &str| mem.inputs.iter().find(|s| s.name == name).map(|s| s.offset);
         let token_input = input_offset("token");
         let position_input = input_offset("position");
-        let (token_limit, max_context) = limits(g, &plan);
+        let (token_limit, max_context) = (plan.token_limit, plan.max_context);
 
         // The self-feeding decode loop: next token -> token input, position + 1, history.
         let history_len = max_context.unwrap_or(4096) + 1;
@@ -191,30 +209,16 @@ impl CudaExecutor {
             (Some(t), Some(r)) => {
                 let history = dev.alloc_zeroed(history_len * 4, "the decode-loop token history")?;
                 // Without a position input, history[0] (never a token slot) counts the positions.
-                let pos_ptr = position_input.map_or(history.ptr, |p| io.ptr + p as u64);
-                let launch = Launch {
-                    op: "step_advance",
-                    node: "-".into(),
-                    kernel: "step_advance".into(),
-                    func: dev.kernel("elementwise.cu", "step_advance", &[])?,
-                    grid: (1, 1, 1),
-                    block: (32, 1, 1),
-                    smem: 0,
-                    cluster: None,
-                    args: vec![
-                        crate::launch::KArg::Ptr(results[r].ptr),
-                        crate::launch::KArg::Ptr(io.ptr + t as u64),
-                        crate::launch::KArg::Ptr(pos_ptr),
-                        crate::launch::KArg::Ptr(history.ptr),
-                        crate::launch::KArg::I32(history_len as i32),
-                    ],
-                    bytes: 16,
-                    bytes_per_kv_row: 0,
-                    prefetch_arg: None,
-                    weight_range: None,
-                    detail: String::new(),
+                let pos = position_input.map_or(history.ptr, |p| io.ptr + p as u64);
+                let params = StepAdvanceParams {
+                    next: Ptr::device(results[r].ptr),
+                    token: Ptr::device(io.ptr + t as u64),
+                    pos: Ptr::device(pos),
+                    history: Ptr::device(history.ptr),
+                    history_len: history_len as i32,
+                    pad_: 0,
                 };
-                (Some(launch), Some(history))
+                (Some(advance_launch(dev, params)?), Some(history))
             }
             _ => (None, None),
         };
@@ -227,7 +231,7 @@ impl CudaExecutor {
             io,
             kv,
             _weights: weights_buf,
-            _work: work_buf,
+            _scratch: scratch,
             host_io,
             token_out,
             token_input,
@@ -249,6 +253,11 @@ impl CudaExecutor {
             exec.capture()?;
         }
         Ok(exec)
+    }
+
+    /// The plan this executor runs (symbolic addresses; [`Plan::text`] prints it).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Kernel launches per decode step.
@@ -273,11 +282,8 @@ impl CudaExecutor {
 
     /// Device bytes held: `(arena, kv caches, weights)`.
     pub fn memory_bytes(&self) -> (usize, usize, usize) {
-        (
-            self.plan.arena_bytes,
-            self.plan.kv_bytes,
-            self.plan.weights_bytes,
-        )
+        let m = &self.plan.memory;
+        (m.arena_bytes, m.kv_bytes, m.weights_bytes)
     }
 
     /// The largest position a step accepts plus one (the KV caches' `max_context`), if the graph has
@@ -425,7 +431,7 @@ impl CudaExecutor {
     /// Errors: [`CudaError::BadArgument`] for a missing input, one given twice or of another type
     /// than declared; driver errors.
     pub fn run(&mut self, inputs: &[(&str, Tensor)]) -> Result<Vec<Tensor>, CudaError> {
-        let slots = self.plan.inputs.clone();
+        let slots = self.plan.memory.inputs.clone();
         for slot in &slots {
             let mut given = inputs.iter().filter(|(n, _)| *n == slot.name);
             let t = given.next().map(|(_, t)| t).ok_or_else(|| {
@@ -682,9 +688,10 @@ impl CudaExecutor {
             CudaError::BadArgument(format!("position {position} does not fit in i32"))
         })?;
         let expected = 1 + self.position_input.is_some() as usize;
-        if self.plan.inputs.len() != expected {
+        if self.plan.memory.inputs.len() != expected {
             let others: Vec<&str> = self
                 .plan
+                .memory
                 .inputs
                 .iter()
                 .map(|s| s.name.as_str())
@@ -720,7 +727,7 @@ impl CudaExecutor {
     }
 
     fn copy_inputs_in(&self, stream: sys::CUstream) -> Result<(), CudaError> {
-        if self.plan.io_bytes == 0 {
+        if self.plan.memory.io_bytes == 0 {
             return Ok(());
         }
         // SAFETY: both buffers hold at least `io_bytes`; the pinned source stays alive and unwritten
@@ -729,7 +736,7 @@ impl CudaExecutor {
             sys::cuMemcpyHtoDAsync_v2(
                 self.io.ptr,
                 self.host_io.ptr as *const std::ffi::c_void,
-                self.plan.io_bytes,
+                self.plan.memory.io_bytes,
                 stream,
             )
         }
@@ -849,6 +856,50 @@ impl CudaExecutor {
     }
 }
 
+/// Where each graph result lives on the device (constants are read back in their f32 form).
+fn result_slots(
+    g: &Graph,
+    plan: &Plan,
+    resolve: &dyn Fn(Region, usize) -> DevPtr,
+) -> Result<Vec<ResultSlot>, CudaError> {
+    let mem = &plan.memory;
+    g.results()
+        .iter()
+        .map(|&r| {
+            let ty = g
+                .value_type(r)
+                .map_err(|e| CudaError::Graph(e.to_string()))?
+                .clone();
+            let (ptr, dtype) = if mem.is_const(r) {
+                (mem.const_ptr(r, Form::F32)?, DType::F32)
+            } else {
+                (mem.ptr(r)?, ty.dtype)
+            };
+            let (region, off) = ptr
+                .symbolic()
+                .ok_or_else(|| CudaError::Graph(format!("result {} has no place", mem.label(r))))?;
+            Ok(ResultSlot {
+                ty,
+                ptr: resolve(region, off),
+                dtype,
+            })
+        })
+        .collect()
+}
+
+/// The self-feeding end of a greedy step (`step_advance`, one thread).
+fn advance_launch(dev: &CudaDevice, params: StepAdvanceParams) -> Result<Launch, CudaError> {
+    Launch::direct(
+        dev,
+        "step_advance",
+        &KernelRef::plain("elementwise.cu", "step_advance"),
+        (1, 1, 1),
+        32,
+        Params::StepAdvance(params),
+        16,
+    )
+}
+
 /// Records `event` as an event-record node of the graph being captured on `stream`.
 fn record_external(
     event: &cudarc::driver::CudaEvent,
@@ -864,36 +915,6 @@ fn record_external(
     }
     .result()
     .ctx(|| "recording a timing event in the profiling graph".into())
-}
-
-/// `(token limit, max_context)`: the fewest rows of an embedding table fed by the `token` input, and
-/// the fewest rows of a KV cache read by attention.
-fn limits(g: &Graph, plan: &MemoryPlan) -> (Option<usize>, Option<usize>) {
-    let token = plan
-        .order
-        .iter()
-        .copied()
-        .find(|n| matches!(&g.node(n.node).map(|x| &x.op), Some(Op::Input { name, .. }) if name == "token"));
-    let mut token_limit: Option<usize> = None;
-    let mut max_context: Option<usize> = None;
-    for &n in &plan.order {
-        let Some(node) = g.node(n.node) else { continue };
-        let ins = g.inputs(n.node);
-        match node.op {
-            Op::Embedding if Some(ins[1].node) == token.map(|t| t.node) => {
-                if let Ok(t) = g.value_type(ins[0]) {
-                    token_limit = Some(token_limit.map_or(t.shape[0], |l| l.min(t.shape[0])));
-                }
-            }
-            Op::Attention { .. } => {
-                if let Ok(t) = g.value_type(ins[3]) {
-                    max_context = Some(max_context.map_or(t.shape[0], |m| m.min(t.shape[0])));
-                }
-            }
-            _ => {}
-        }
-    }
-    (token_limit, max_context)
 }
 
 /// Index of the largest element, first on ties, NaN skipped.
@@ -925,5 +946,6 @@ mod tests {
     fn default_options_replay_a_graph_with_pdl() {
         let o = ExecOptions::default();
         assert!(o.use_graph && o.pdl && !o.sync_each_launch);
+        assert_eq!(o.tuning, Tuning::default());
     }
 }

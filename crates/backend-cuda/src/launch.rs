@@ -1,41 +1,21 @@
-//! One kernel launch of a decode step, with every argument resolved to a value or a device pointer.
+//! One kernel launch bound to an executor's buffers: the compiled kernel, its launch shape and its
+//! parameter struct with device addresses.
 //!
-//! The launch list is built once per executor, after all buffers exist, so the same list serves the
+//! Launches are bound once per executor, after every buffer exists, so the same list serves the
 //! eager executor (with CUDA events around each launch) and the CUDA graph capture.
 
 use std::ffi::c_void;
 
 use cudarc::driver::{sys, CudaFunction};
 
-use crate::device::DevPtr;
+use crate::device::{CudaDevice, DevPtr};
 use crate::error::{CudaError, DriverContext};
-
-/// A kernel argument. Every kind is stored in a 64-bit slot; the driver reads as many bytes as the
-/// kernel's parameter has (4 for `int` / `float`, 8 for pointers), little-endian.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum KArg {
-    /// A device pointer (0 for a null pointer).
-    Ptr(DevPtr),
-    /// A 32-bit signed integer.
-    I32(i32),
-    /// A 32-bit float.
-    F32(f32),
-    /// A 64-bit unsigned integer.
-    U64(u64),
-}
-
-impl KArg {
-    fn slot(self) -> u64 {
-        match self {
-            KArg::Ptr(p) | KArg::U64(p) => p,
-            KArg::I32(v) => v as u32 as u64,
-            KArg::F32(v) => v.to_bits() as u64,
-        }
-    }
-}
+use crate::facts::KernelRef;
+use crate::params::{Params, Region};
+use crate::plan::PlannedLaunch;
 
 /// One kernel launch: what it computes (the op and the value it defines, for profiles and errors),
-/// the kernel, its launch shape and its arguments, and the bytes it moves (for GB/s in profiles).
+/// the kernel, its launch shape and parameters, and the bytes it moves (for GB/s in profiles).
 #[derive(Clone)]
 pub struct Launch {
     /// The op's name, e.g. `fused_rms_norm_matmul`.
@@ -51,21 +31,15 @@ pub struct Launch {
     pub block: (u32, u32, u32),
     /// Dynamic shared memory in bytes.
     pub smem: u32,
-    /// Thread-block cluster dimensions (blocks; sm_90+), or `None` for independent blocks. The grid
-    /// is a whole number of clusters.
+    /// Thread-block cluster dimensions (blocks; sm_90+), or `None`.
     pub cluster: Option<(u32, u32, u32)>,
-    /// Arguments in kernel parameter order.
-    pub args: Vec<KArg>,
+    /// The kernel's parameter struct, every pointer a device address.
+    pub params: Params,
     /// Bytes of device memory read and written by one launch, KV-cache rows aside.
     pub bytes: usize,
     /// Bytes read per attended KV-cache row (attention reads `position + 1` rows).
     pub bytes_per_kv_row: usize,
-    /// Index in `args` of the kernel's L2-prefetch pointer (the byte count follows it), for kernels
-    /// that can pull a later kernel's weights into L2.
-    pub prefetch_arg: Option<usize>,
-    /// The constant weight bytes this launch streams (`(pointer, bytes)`), for L2 prefetch planning.
-    pub weight_range: Option<(DevPtr, usize)>,
-    /// Shape details for reports, e.g. `4096x1024` for a GEMV.
+    /// Shape details for reports, e.g. `4096x1024`.
     pub detail: String,
 }
 
@@ -79,12 +53,64 @@ impl std::fmt::Debug for Launch {
             .field("block", &self.block)
             .field("smem", &self.smem)
             .field("cluster", &self.cluster)
-            .field("args", &self.args)
+            .field("params", &self.params)
             .finish()
     }
 }
 
 impl Launch {
+    /// Binds planned launch `p`: compiles its kernel and resolves its symbolic pointers with
+    /// `resolve(region, offset)`.
+    ///
+    /// Errors: compilation or a driver attribute call.
+    pub(crate) fn bind(
+        dev: &CudaDevice,
+        p: &PlannedLaunch,
+        resolve: &dyn Fn(Region, usize) -> DevPtr,
+    ) -> Result<Launch, CudaError> {
+        Ok(Launch {
+            op: p.op,
+            node: p.node.clone(),
+            kernel: p.kernel.name.clone(),
+            func: dev.function(&p.kernel, p.smem)?,
+            grid: p.grid,
+            block: p.block,
+            smem: p.smem,
+            cluster: p.cluster,
+            params: p.params.bind(resolve),
+            bytes: p.bytes,
+            bytes_per_kv_row: p.bytes_per_kv_row,
+            detail: p.detail.clone(),
+        })
+    }
+
+    /// A launch outside any plan (the roofline probe, the decode loop's advance step): `params`
+    /// must hold device addresses only.
+    pub(crate) fn direct(
+        dev: &CudaDevice,
+        op: &'static str,
+        kernel: &KernelRef,
+        grid: (u32, u32, u32),
+        block: u32,
+        params: Params,
+        bytes: usize,
+    ) -> Result<Launch, CudaError> {
+        Ok(Launch {
+            op,
+            node: "-".into(),
+            kernel: kernel.name.clone(),
+            func: dev.function(kernel, 0)?,
+            grid,
+            block: (block, 1, 1),
+            smem: 0,
+            cluster: None,
+            params,
+            bytes,
+            bytes_per_kv_row: 0,
+            detail: String::new(),
+        })
+    }
+
     /// Bytes this launch moves at decode position `position`.
     pub fn bytes_at(&self, position: usize) -> usize {
         self.bytes + self.bytes_per_kv_row * (position + 1)
@@ -97,11 +123,9 @@ impl Launch {
     ///
     /// The caller has bound the device's context to this thread.
     pub(crate) fn enqueue(&self, stream: sys::CUstream, pdl: bool) -> Result<(), CudaError> {
-        let slots: Vec<u64> = self.args.iter().map(|a| a.slot()).collect();
-        let mut params: Vec<*mut c_void> = slots
-            .iter()
-            .map(|s| s as *const u64 as *mut c_void)
-            .collect();
+        let bytes = self.params.bytes();
+        // The kernel has one parameter, its struct: one pointer to the struct's bytes.
+        let mut params: [*mut c_void; 1] = [bytes.as_ptr() as *mut c_void];
         let mut attrs: Vec<sys::CUlaunchAttribute> = Vec::with_capacity(2);
         if pdl {
             // SAFETY: an all-zero launch attribute is a valid "ignore" value; its fields are set here.
@@ -136,10 +160,11 @@ impl Launch {
             },
             numAttrs: attrs.len() as u32,
         };
-        // SAFETY: `func` is a live kernel handle (its module is kept alive by `CudaFunction`);
-        // `params` holds one pointer per kernel parameter, each to a slot at least as wide as the
-        // parameter, alive for the call (the driver copies arguments at launch); every device pointer
-        // argument points into a buffer the executor owns for as long as launches can run.
+        // SAFETY: `func` is a live kernel handle (its module is kept alive by `CudaFunction`); the
+        // kernel's single parameter is the struct whose bytes `params[0]` points to (the same
+        // #[repr(C)] layout, checked against kernels/params.cuh in CI), alive for the call (the
+        // driver copies arguments at launch); every device pointer in it points into a buffer the
+        // executor owns for as long as launches can run.
         unsafe {
             sys::cuLaunchKernelEx(
                 &config,
@@ -155,18 +180,5 @@ impl Launch {
                 self.kernel, self.node, self.op, self.grid, self.block, self.cluster, self.smem
             )
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn argument_slots_hold_the_little_endian_value() {
-        assert_eq!(KArg::I32(-1).slot(), 0xffff_ffff);
-        assert_eq!(KArg::F32(1.0).slot(), 0x3f80_0000);
-        assert_eq!(KArg::Ptr(0x7f00_0000_1000).slot(), 0x7f00_0000_1000);
-        assert_eq!(KArg::U64(u64::MAX).slot(), u64::MAX);
     }
 }

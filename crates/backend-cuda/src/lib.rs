@@ -51,8 +51,19 @@
 //!
 //! Kernel timing and dependencies: consecutive launches use programmatic dependent launch (PDL);
 //! a kernel reads only data no kernel of the step writes (weights, KV-cache rows of earlier steps,
-//! the position) before its `griddepcontrol.wait`. Tuning knobs (environment variables) are listed
-//! in [`lower`].
+//! the position) before its `griddepcontrol.wait`. Tuning knobs are the fields of [`Tuning`].
+//!
+//! ## From graph to launches
+//!
+//! ```text
+//! ir::Graph + Target (DeviceFacts + Occupancy) + Tuning
+//!     │  lower::lower      a pure function, no GPU needed (Target::h200() is a recorded H200)
+//!     ▼
+//! Plan  (plan)             memory regions, scratch slots, launches with typed #[repr(C)] params
+//!     │                    (params, mirrored by kernels/params.cuh), backend fusions; Plan::text
+//!     ▼
+//! CudaExecutor::from_plan  allocate regions, upload constants, bind symbolic pointers, capture
+//! ```
 //!
 //! Measured on one H200 (Qwen3-0.6B shapes, random bf16 weights, fused graph, positions 0..256,
 //! the `gpu_decode` test of 2026-12-01): 740.6 µs per token through [`CudaExecutor::decode_greedy`]
@@ -66,23 +77,33 @@
 //! is needed by the kernels; `CUDA_HOME` (default `/usr/local/cuda`) is put on NVRTC's include path
 //! when present.
 //!
-//! Modules: [`device`] (context, stream, buffers, kernel loading), [`compile`] (NVRTC + cache),
-//! [`plan`] (constants, places, arena), [`weights`] (folding + upload), [`lower`] (op -> kernels),
-//! [`launch`] (one launch), [`exec`] (eager and graph executors), [`profile`], [`mod@bench`] (roofline).
+//! Modules: [`device`] (context, stream, buffers, kernel loading), [`facts`] (device facts,
+//! occupancy, recorded targets), [`tuning`] (the knobs), `env` (the only reader of the process
+//! environment), [`compile`] (NVRTC + cache), [`plan`] (the plan and its memory), [`lower`] (graph ->
+//! plan, one module per kernel family), [`params`] (kernel parameter structs), [`weights`] (folding +
+//! upload), [`launch`] (one bound launch), [`exec`] (eager and graph executors), [`profile`],
+//! [`mod@bench`] (roofline).
 
 pub mod bench;
 pub mod compile;
 pub mod device;
+mod env;
 pub mod error;
 pub mod exec;
+pub mod facts;
 pub mod launch;
 pub mod lower;
+pub mod params;
 pub mod plan;
 pub mod profile;
+pub mod tuning;
 pub mod weights;
 
 pub use bench::measure_read_bandwidth;
 pub use device::CudaDevice;
 pub use error::CudaError;
 pub use exec::{CudaExecutor, ExecOptions};
+pub use facts::{DeviceFacts, Target};
+pub use plan::Plan;
 pub use profile::{Profile, ProfileRow};
+pub use tuning::Tuning;

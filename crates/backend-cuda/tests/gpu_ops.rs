@@ -6,7 +6,7 @@
 
 mod common;
 
-use braid_backend_cuda::{CudaExecutor, ExecOptions};
+use braid_backend_cuda::{CudaExecutor, ExecOptions, Tuning};
 use braid_ir::interp::Interpreter;
 use braid_ir::{DType, Graph, HostWeight, Op, Tensor, TensorType, Value};
 use common::*;
@@ -23,17 +23,27 @@ type Step = Vec<(String, Tensor)>;
 /// Runs `steps` through the interpreter, an eager executor and a graph executor; compares every
 /// result (relative L2 `<= tol` for floats, equality for ints, eager == graph bit for bit).
 fn check(label: &str, g: &Graph, w: &Weights, steps: &[Step], tol: f64) {
+    check_with(label, g, w, steps, tol, Tuning::default())
+}
+
+/// [`check`] with the executors lowered with `tuning`.
+fn check_with(label: &str, g: &Graph, w: &Weights, steps: &[Step], tol: f64, tuning: Tuning) {
     let dev = device();
     let mut interp = Interpreter::new(w);
     let eager_opts = ExecOptions {
         use_graph: false,
-        pdl: true,
         sync_each_launch: true,
+        tuning,
+        ..ExecOptions::default()
+    };
+    let graph_opts = ExecOptions {
+        tuning,
+        ..ExecOptions::default()
     };
     let mut eager =
         CudaExecutor::new(&dev, g, w, eager_opts).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let mut graph = CudaExecutor::new(&dev, g, w, ExecOptions::default())
-        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let mut graph =
+        CudaExecutor::new(&dev, g, w, graph_opts).unwrap_or_else(|e| panic!("{label}: {e}"));
     assert!(graph.uses_graph());
     let mut worst = 0.0f64;
     for (s, step) in steps.iter().enumerate() {
@@ -554,66 +564,21 @@ fn attention_gqa_split_kv_for_every_cache_dtype() {
     attention_case(32, 4, 128, DType::BF16, 40_960, 40);
 }
 
+/// q/k prologues folded into the attention kernel (one launch): Qwen3's `fused_qk_norm_rope`, and
+/// Llama's / Qwen2's pair of `rope`s (rope without a norm); and the same graphs with the fold
+/// turned off (their own launches).
 #[test]
 #[ignore = "needs an NVIDIA GPU; run on the device machine"]
-fn fused_qk_norm_rope_folded_into_attention() {
+fn qk_prologues_folded_into_attention() {
     let (h, kv, d, max_ctx) = (16, 8, 128, 256);
-    for cache in [DType::BF16, DType::F32] {
+    for (qk, cache) in [
+        (QkInput::NormRope, DType::BF16),
+        (QkInput::NormRope, DType::F32),
+        (QkInput::Ropes, DType::BF16),
+    ] {
         let mut rng = Rng::new(9);
-        let mut g = Graph::new();
         let mut w = Weights::new();
-        let q = f32_input(&mut g, "q", &[h, d]);
-        let k = f32_input(&mut g, "k", &[kv, d]);
-        let v = f32_input(&mut g, "v", &[kv, d]);
-        let qn = norm_weight(&mut g, &mut w, &mut rng, "qn", DType::BF16, d);
-        let kn = norm_weight(&mut g, &mut w, &mut rng, "kn", DType::BF16, d);
-        let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
-        let qk = g
-            .add(
-                Op::FusedQkNormRope {
-                    eps: 1e-6,
-                    theta: 1_000_000.0,
-                },
-                &[q, k, qn, kn, p],
-            )
-            .expect("qk");
-        let (qr, kr) = (
-            Value {
-                node: qk,
-                output: 0,
-            },
-            Value {
-                node: qk,
-                output: 1,
-            },
-        );
-        let cty = TensorType::new(cache, [max_ctx, kv, d]);
-        let kc = g
-            .add1(
-                Op::KvCache {
-                    name: "k_cache".into(),
-                    ty: cty.clone(),
-                },
-                &[],
-            )
-            .expect("kc");
-        let vc = g
-            .add1(
-                Op::KvCache {
-                    name: "v_cache".into(),
-                    ty: cty,
-                },
-                &[],
-            )
-            .expect("vc");
-        let a = op(
-            &mut g,
-            Op::Attention {
-                scale: (d as f32).powf(-0.5),
-            },
-            &[qr, kr, v, kc, vc, p],
-        );
-        g.set_results(vec![a]);
+        let g = attention_graph(&mut w, &mut rng, (h, kv, d), cache, max_ctx, qk);
         let steps: Vec<Step> = (0..100)
             .chain([max_ctx - 1])
             .map(|p| {
@@ -625,13 +590,32 @@ fn fused_qk_norm_rope_folded_into_attention() {
                 ]
             })
             .collect();
-        check(
-            &format!("fused_qk_norm_rope -> attention (one kernel), cache {cache}"),
-            &g,
-            &w,
-            &steps,
-            TOL_ATTENTION,
-        );
+        for fold in [true, false] {
+            let opts = ExecOptions {
+                tuning: Tuning {
+                    att_qk_fold: fold,
+                    ..Tuning::default()
+                },
+                ..ExecOptions::default()
+            };
+            let exec = CudaExecutor::new(&device(), &g, &w, opts).expect("executor");
+            let want = if fold {
+                1
+            } else if qk == QkInput::Ropes {
+                3
+            } else {
+                2
+            };
+            assert_eq!(exec.launches_per_step(), want, "{qk:?} fold {fold}");
+            check_with(
+                &format!("{qk:?} -> attention (fold {fold}), cache {cache}"),
+                &g,
+                &w,
+                &steps,
+                TOL_ATTENTION,
+                opts.tuning,
+            );
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Compare braid's logits with a transformers reference (made by scripts/make_checkpoint.py).
     Check(CheckArgs),
+    /// Print the CUDA backend's plan for the decode step (one line per kernel launch: kernel, grid,
+    /// block, shared memory, bytes, backend fusions), for a recorded device or the live GPU.
+    Plan(PlanArgs),
 }
 
 /// Where the decode step runs.
@@ -203,4 +206,17 @@ pub struct CheckArgs {
     /// Run the CUDA step without graph capture.
     #[arg(long)]
     pub no_graph: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The device to plan for: `h200` (recorded facts and kernel resources: no GPU needed) or
+    /// `live` (the GPU of this machine).
+    #[arg(long, default_value = "h200")]
+    pub device_facts: String,
+    /// Also print every launch's parameters (`name=value`, pointers as `region+offset`).
+    #[arg(long)]
+    pub verbose: bool,
 }

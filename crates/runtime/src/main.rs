@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::bench(a),
         Command::Profile(a) => commands::bench::profile(a),
         Command::Check(a) => commands::check::check(a),
+        Command::Plan(a) => commands::plan::plan(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,7 @@
 //! line, and no library module imports a command.
 
 use anyhow::{bail, Context, Result};
-use braid_backend_cuda::{CudaDevice, CudaExecutor, ExecOptions};
+use braid_backend_cuda::{CudaDevice, CudaExecutor, ExecOptions, Tuning};
 use braid_ir::{DType, Graph};
 use braid_passes::PassManager;
 
@@ -52,6 +52,25 @@ impl<'a> BackendRequest<'a> {
             exec: ExecOptions::default(),
         }
     }
+}
+
+/// The executor options of a command: `use_graph` as asked, the backend's tuning knobs from the
+/// `BRAID_*` environment variables ([`Tuning::from_env`], read here and nowhere else).
+///
+/// Errors: a knob set to a value it does not take (the message names the variable).
+pub fn exec_options(use_graph: bool) -> Result<ExecOptions> {
+    Ok(ExecOptions {
+        use_graph,
+        tuning: Tuning::from_env()?,
+        ..ExecOptions::default()
+    })
+}
+
+/// The tuning knobs in force ([`Tuning::from_env`]).
+///
+/// Errors: as [`exec_options`].
+pub fn tuning() -> Result<Tuning> {
+    Ok(Tuning::from_env()?)
 }
 
 /// The KV-cache dtype of a step: bf16 on the GPU (as transformers' bf16 cache), f32 on the CPU

@@ -1,5 +1,6 @@
-//! Shared helpers of the GPU tests: fast seeded random data, weight maps, relative L2, and a builder
-//! of Qwen3-shaped decode-step graphs (unfused and in the fused form the passes produce).
+//! Shared helpers of the GPU tests: fast seeded random data, weight maps, relative L2, graph
+//! builders. (Whole Qwen3 decode steps are tested in `crates/runtime/tests/gpu_decode.rs`, through
+//! the real lowering.)
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -136,317 +137,76 @@ pub fn op(g: &mut Graph, op: Op, ins: &[Value]) -> Value {
     }
 }
 
-/// Shape of a Qwen3-like decoder.
-#[derive(Clone, Copy, Debug)]
-pub struct Shape {
-    pub hidden: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub inter: usize,
-    pub vocab: usize,
-    pub layers: usize,
-    pub max_ctx: usize,
-    pub weight_dtype: DType,
-    pub kv_dtype: DType,
-    pub eps: f32,
-    pub theta: f32,
-    /// Diagnostics only: when false, the fused graph skips attention (the q slice stands in for its
-    /// output), to time the rest of the step.
-    pub attention: bool,
+/// What feeds an attention's q and k in [`attention_graph`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkInput {
+    /// The inputs `q` and `k` as they are.
+    Plain,
+    /// `fused_qk_norm_rope(q, k, qn, kn, position)` (Qwen3).
+    NormRope,
+    /// `rope(q, position)` and `rope(k, position)` (Llama, Qwen2).
+    Ropes,
 }
 
-impl Shape {
-    /// Qwen3-0.6B's sizes (config.json of Qwen/Qwen3-0.6B), with `layers` layers.
-    pub fn qwen3_0_6b(layers: usize, max_ctx: usize) -> Self {
-        Shape {
-            hidden: 1024,
-            heads: 16,
-            kv_heads: 8,
-            head_dim: 128,
-            inter: 3072,
-            vocab: 151_936,
-            layers,
-            max_ctx,
-            weight_dtype: DType::BF16,
-            kv_dtype: DType::BF16,
-            eps: 1e-6,
-            theta: 1_000_000.0,
-            attention: true,
-        }
-    }
-}
-
-/// Builds a Qwen3-shaped decode step (tied embeddings) with random weights: the unfused primitive
-/// form, or the fused form the passes produce (6 kernel-launching nodes per layer). Both graphs
-/// declare the same weight names, so one weight map serves both.
-pub fn qwen3_graph(s: &Shape, fused: bool, seed: u64) -> (Graph, Weights) {
-    let mut rng = Rng::new(seed);
+/// A decode attention over f32 inputs `q [h, d]`, `k`, `v [kv, d]` and a `position`, with KV caches
+/// `cache[max_ctx, kv, d]`, q/k fed as `qk` says; the result is the attention output. Norm weights
+/// (`qn`, `kn`) are random bf16 in `w`.
+pub fn attention_graph(
+    w: &mut Weights,
+    rng: &mut Rng,
+    (h, kv, d): (usize, usize, usize),
+    cache: DType,
+    max_ctx: usize,
+    qk: QkInput,
+) -> Graph {
     let mut g = Graph::new();
-    let mut w = Weights::new();
-    let (h, nh, nkv, d, i) = (s.hidden, s.heads, s.kv_heads, s.head_dim, s.inter);
-    let wd = s.weight_dtype;
-    let token = input(&mut g, "token", TensorType::new(DType::I32, [1]));
-    let pos = input(&mut g, "position", TensorType::new(DType::I32, [1]));
-    let embed = weight(
-        &mut g,
-        &mut w,
-        &mut rng,
-        "model.embed_tokens.weight",
-        wd,
-        &[s.vocab, h],
-        1.0,
-    );
-    let mut x = op(&mut g, Op::Embedding, &[embed, token]);
-    let lin = |k: usize| (3.0 / k as f32).sqrt();
-    for l in 0..s.layers {
-        let p = format!("model.layers.{l}.");
-        let ln1 = norm_weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}input_layernorm.weight"),
-            wd,
-            h,
-        );
-        let wq = weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}self_attn.q_proj.weight"),
-            wd,
-            &[nh * d, h],
-            lin(h),
-        );
-        let wk = weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}self_attn.k_proj.weight"),
-            wd,
-            &[nkv * d, h],
-            lin(h),
-        );
-        let wv = weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}self_attn.v_proj.weight"),
-            wd,
-            &[nkv * d, h],
-            lin(h),
-        );
-        let qn = norm_weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}self_attn.q_norm.weight"),
-            wd,
-            d,
-        );
-        let kn = norm_weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}self_attn.k_norm.weight"),
-            wd,
-            d,
-        );
-        let wo = weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}self_attn.o_proj.weight"),
-            wd,
-            &[h, nh * d],
-            lin(nh * d),
-        );
-        let ln2 = norm_weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}post_attention_layernorm.weight"),
-            wd,
-            h,
-        );
-        let wg = weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}mlp.gate_proj.weight"),
-            wd,
-            &[i, h],
-            lin(h),
-        );
-        let wu = weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}mlp.up_proj.weight"),
-            wd,
-            &[i, h],
-            lin(h),
-        );
-        let wdn = weight(
-            &mut g,
-            &mut w,
-            &mut rng,
-            &format!("{p}mlp.down_proj.weight"),
-            wd,
-            &[h, i],
-            lin(i),
-        );
-        let cache_ty = TensorType::new(s.kv_dtype, [s.max_ctx, nkv, d]);
-        let kc = g
-            .add1(
-                Op::KvCache {
-                    name: format!("{p}k_cache"),
-                    ty: cache_ty.clone(),
-                },
-                &[],
-            )
-            .expect("kv leaf");
-        let vc = g
-            .add1(
-                Op::KvCache {
-                    name: format!("{p}v_cache"),
-                    ty: cache_ty,
-                },
-                &[],
-            )
-            .expect("kv leaf");
-        let scale = (d as f32).powf(-0.5);
-        if fused {
-            let qkv_w = op(&mut g, Op::Concat { axis: 0 }, &[wq, wk, wv]);
-            let qkv = op(
-                &mut g,
-                Op::FusedRmsNormMatmul { eps: s.eps },
-                &[x, ln1, qkv_w],
-            );
-            let split = g
-                .add(
-                    Op::Split {
-                        axis: 1,
-                        sizes: vec![nh * d, nkv * d, nkv * d],
-                    },
-                    &[qkv],
-                )
-                .expect("split");
-            let part = |o: u32| Value {
-                node: split,
-                output: o,
-            };
-            let q2 = op(&mut g, Op::Reshape { shape: vec![nh, d] }, &[part(0)]);
-            let k2 = op(
-                &mut g,
-                Op::Reshape {
-                    shape: vec![nkv, d],
-                },
-                &[part(1)],
-            );
-            let v2 = op(
-                &mut g,
-                Op::Reshape {
-                    shape: vec![nkv, d],
-                },
-                &[part(2)],
-            );
-            let qk = g
-                .add(
-                    Op::FusedQkNormRope {
-                        eps: s.eps,
-                        theta: s.theta,
-                    },
-                    &[q2, k2, qn, kn, pos],
-                )
-                .expect("qk norm rope");
-            let (qr, kr) = (
-                Value {
-                    node: qk,
-                    output: 0,
-                },
-                Value {
-                    node: qk,
-                    output: 1,
-                },
-            );
-            let a2 = if s.attention {
-                let a = op(&mut g, Op::Attention { scale }, &[qr, kr, v2, kc, vc, pos]);
-                op(
-                    &mut g,
-                    Op::Reshape {
-                        shape: vec![1, nh * d],
-                    },
-                    &[a],
-                )
-            } else {
-                let _ = (qr, kr, v2, kc, vc);
-                part(0)
-            };
-            let x1 = op(&mut g, Op::FusedMatmulAdd, &[a2, wo, x]);
-            let gu_w = op(&mut g, Op::Concat { axis: 0 }, &[wg, wu]);
-            let gu = op(
-                &mut g,
-                Op::FusedRmsNormMatmul { eps: s.eps },
-                &[x1, ln2, gu_w],
-            );
-            x = op(&mut g, Op::FusedGatedMlp, &[gu, wdn, x1]);
-        } else {
-            let hn = op(&mut g, Op::RmsNorm { eps: s.eps }, &[x, ln1]);
-            let q = op(&mut g, Op::MatMul, &[hn, wq]);
-            let k = op(&mut g, Op::MatMul, &[hn, wk]);
-            let v = op(&mut g, Op::MatMul, &[hn, wv]);
-            let q2 = op(&mut g, Op::Reshape { shape: vec![nh, d] }, &[q]);
-            let k2 = op(
-                &mut g,
-                Op::Reshape {
-                    shape: vec![nkv, d],
-                },
-                &[k],
-            );
-            let v2 = op(
-                &mut g,
-                Op::Reshape {
-                    shape: vec![nkv, d],
-                },
-                &[v],
-            );
-            let qn2 = op(&mut g, Op::RmsNorm { eps: s.eps }, &[q2, qn]);
-            let kn2 = op(&mut g, Op::RmsNorm { eps: s.eps }, &[k2, kn]);
-            let qr = op(&mut g, Op::Rope { theta: s.theta }, &[qn2, pos]);
-            let kr = op(&mut g, Op::Rope { theta: s.theta }, &[kn2, pos]);
-            let a = op(&mut g, Op::Attention { scale }, &[qr, kr, v2, kc, vc, pos]);
-            let a2 = op(
-                &mut g,
-                Op::Reshape {
-                    shape: vec![1, nh * d],
-                },
-                &[a],
-            );
-            let o = op(&mut g, Op::MatMul, &[a2, wo]);
-            let x1 = op(&mut g, Op::Add, &[o, x]);
-            let h2 = op(&mut g, Op::RmsNorm { eps: s.eps }, &[x1, ln2]);
-            let gt = op(&mut g, Op::MatMul, &[h2, wg]);
-            let up = op(&mut g, Op::MatMul, &[h2, wu]);
-            let sg = op(&mut g, Op::Silu, &[gt]);
-            let m = op(&mut g, Op::Mul, &[sg, up]);
-            let dn = op(&mut g, Op::MatMul, &[m, wdn]);
-            x = op(&mut g, Op::Add, &[dn, x1]);
-        }
-    }
-    let norm = norm_weight(&mut g, &mut w, &mut rng, "model.norm.weight", wd, h);
-    let logits = if fused {
-        op(
-            &mut g,
-            Op::FusedRmsNormMatmul { eps: s.eps },
-            &[x, norm, embed],
-        )
-    } else {
-        let xn = op(&mut g, Op::RmsNorm { eps: s.eps }, &[x, norm]);
-        op(&mut g, Op::MatMul, &[xn, embed])
+    let f32_in = |g: &mut Graph, name: &str, shape: [usize; 2]| {
+        input(g, name, TensorType::new(DType::F32, shape.to_vec()))
     };
-    let next = op(&mut g, Op::Argmax, &[logits]);
-    g.set_results(vec![logits, next]);
-    braid_ir::verify(&g).expect("test graph verifies");
-    (g, w)
+    let q = f32_in(&mut g, "q", [h, d]);
+    let k = f32_in(&mut g, "k", [kv, d]);
+    let v = f32_in(&mut g, "v", [kv, d]);
+    let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
+    let theta = 1_000_000.0;
+    let (qr, kr) = match qk {
+        QkInput::Plain => (q, k),
+        QkInput::NormRope => {
+            let qn = norm_weight(&mut g, w, rng, "qn", DType::BF16, d);
+            let kn = norm_weight(&mut g, w, rng, "kn", DType::BF16, d);
+            let n = g
+                .add(Op::FusedQkNormRope { eps: 1e-6, theta }, &[q, k, qn, kn, p])
+                .expect("fused_qk_norm_rope");
+            (Value { node: n, output: 0 }, Value { node: n, output: 1 })
+        }
+        QkInput::Ropes => (
+            op(&mut g, Op::Rope { theta }, &[q, p]),
+            op(&mut g, Op::Rope { theta }, &[k, p]),
+        ),
+    };
+    let cty = TensorType::new(cache, [max_ctx, kv, d]);
+    let kc = op(
+        &mut g,
+        Op::KvCache {
+            name: "k_cache".into(),
+            ty: cty.clone(),
+        },
+        &[],
+    );
+    let vc = op(
+        &mut g,
+        Op::KvCache {
+            name: "v_cache".into(),
+            ty: cty,
+        },
+        &[],
+    );
+    let a = op(
+        &mut g,
+        Op::Attention {
+            scale: (d as f32).powf(-0.5),
+        },
+        &[qr, kr, v, kc, vc, p],
+    );
+    g.set_results(vec![a]);
+    g
 }

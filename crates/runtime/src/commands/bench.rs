@@ -84,10 +84,7 @@ fn bench_cpu(model: &LoadedModel, args: &BenchArgs) -> Result<()> {
 /// graph replay plus a 4-byte read-back), and put the result against the device's read bandwidth
 /// measured in the same run.
 fn bench_gpu(dev: &CudaDevice, model: &LoadedModel, args: &BenchArgs) -> Result<()> {
-    let opts = ExecOptions {
-        use_graph: !args.no_graph,
-        ..ExecOptions::default()
-    };
+    let opts = pipeline::exec_options(!args.no_graph)?;
     let mut exec =
         pipeline::cuda_executor(dev, model, &args.model.passes, args.model.max_context, opts)?;
     let prompt = bench_prompt(args.prompt_len, model.config.vocab_size);
@@ -140,13 +137,14 @@ fn bench_gpu(dev: &CudaDevice, model: &LoadedModel, args: &BenchArgs) -> Result<
                 "launches_per_token": launches,
                 "bytes_per_token": bytes, "weight_bytes": exec.weight_bytes(),
                 "read_bandwidth_bytes_per_s": bw, "roofline_us_per_token": roofline_us,
-                "roofline_fraction": fraction,
+                "roofline_fraction": fraction, "tuning": opts.tuning.to_string(),
             })
         );
     } else {
         println!("model            {}", model.source);
         println!("device           {} ({})", dev.name(), dev.arch());
         println!("mode             {mode}, passes `{}`", args.model.passes);
+        println!("tuning           {}", opts.tuning);
         println!(
             "decode           {tok_s:.1} tok/s, {us_per_token:.1} µs/token (host loop: one step + 4-byte read per token; {} tokens after a {}-token prompt)",
             args.gen, args.prompt_len
@@ -191,10 +189,7 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
     }
     let model = LoadedModel::load(&args.model.model)?;
     let dev = pipeline::open_gpu().context("braid profile times CUDA kernels and needs a GPU")?;
-    let opts = ExecOptions {
-        use_graph: false,
-        ..ExecOptions::default()
-    };
+    let opts = pipeline::exec_options(false)?;
     let max_context = args.model.max_context.max(args.steps + 1);
     let mut exec = pipeline::cuda_executor(&dev, &model, &args.model.passes, max_context, opts)?;
     let profile = exec.profile(args.steps)?;
@@ -205,6 +200,7 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
         dev.arch(),
         args.model.passes
     );
+    println!("tuning {}", opts.tuning);
     print!("{profile}");
     Ok(())
 }

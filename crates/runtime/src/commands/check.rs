@@ -2,11 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 
-use braid_backend_cuda::ExecOptions;
-
 use crate::cli::CheckArgs;
 use crate::load::LoadedModel;
-use crate::pipeline::{open_backend, BackendRequest};
+use crate::pipeline::{self, open_backend, BackendRequest};
 use crate::reference::{compare, summarize, Reference, Summary};
 
 /// The CPU reference interpreter computes in f32 like the oracle: its bar is absolute.
@@ -61,10 +59,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         device: args.device.into(),
         passes: &args.model.passes,
         max_context,
-        exec: ExecOptions {
-            use_graph: !args.no_graph,
-            ..ExecOptions::default()
-        },
+        exec: pipeline::exec_options(!args.no_graph)?,
     };
     let mut backend = open_backend(&model, &req)?;
     backend.reset()?;

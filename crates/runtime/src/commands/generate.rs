@@ -4,12 +4,10 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 
-use braid_backend_cuda::ExecOptions;
-
 use crate::cli::GenerateArgs;
 use crate::engine::{check_context, generate as run_generation, EngineError, GenerateOptions};
 use crate::load::LoadedModel;
-use crate::pipeline::{open_backend, BackendRequest};
+use crate::pipeline::{self, open_backend, BackendRequest};
 use crate::sampling::SamplingParams;
 
 /// Runs `braid generate`: tokens stream to stdout as they are decoded; `--stats` adds timings on stderr.
@@ -27,10 +25,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         device: args.device.into(),
         passes: &args.model.passes,
         max_context: args.model.max_context,
-        exec: ExecOptions {
-            use_graph: !args.no_graph,
-            ..ExecOptions::default()
-        },
+        exec: pipeline::exec_options(!args.no_graph)?,
     };
     // Refuse an overlong request before paying for backend set-up.
     check_context(prompt.len(), args.max_tokens, args.model.max_context)?;

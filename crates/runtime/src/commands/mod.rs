@@ -4,3 +4,4 @@ pub mod bench;
 pub mod check;
 pub mod generate;
 pub mod graph;
+pub mod plan;

@@ -1,42 +1,77 @@
-//! Whole decode steps of Qwen3-shaped graphs (random weights, the real Qwen3-0.6B sizes): the fused
-//! and the unfused graph against the interpreter, graph replay against eager, and the speed of the
-//! full 28-layer step with its roofline fraction.
+//! Whole decode steps of Qwen3 graphs on the GPU, built by the real lowering (`braid_runtime::qwen3`)
+//! and passes from Qwen3-0.6B's `config.json` (`models/qwen3-0.6b`), with seeded random bf16 weights
+//! ([`Checkpoint::random`]): fused and unfused steps against the interpreter, graph replay against
+//! eager, the device-fed loop against step by step, the plan lowered on the live device against the
+//! recorded H200 plan, and the speed of the full 28-layer step with its roofline fraction.
 //!
-//! Run on a GPU machine: `cargo test --release -p braid-backend-cuda --test gpu_decode -- --ignored
+//! Run on a GPU machine: `cargo test --release -p braid-runtime --test gpu_decode -- --ignored
 //! --nocapture --test-threads=1`.
-
-mod common;
 
 use std::time::Instant;
 
-use braid_backend_cuda::{measure_read_bandwidth, CudaExecutor, ExecOptions};
+use braid_backend_cuda::lower::lower;
+use braid_backend_cuda::tuning::GemvKernel;
+use braid_backend_cuda::{measure_read_bandwidth, CudaDevice, CudaExecutor, ExecOptions, Target};
 use braid_ir::interp::Interpreter;
-use braid_ir::Tensor;
-use common::*;
+use braid_ir::{DType, Graph, Op, Tensor, Value};
+use braid_runtime::model::{Checkpoint, Qwen3Config};
+use braid_runtime::pipeline::run_passes;
+use braid_runtime::qwen3::{lower_decode_step, LowerOptions, WeightTypes};
+use braid_runtime::reference::rel_l2;
+use braid_runtime::sampling::argmax;
+
+fn device() -> CudaDevice {
+    CudaDevice::open(0).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Qwen3-0.6B's config with `layers` layers.
+fn config(layers: usize) -> Qwen3Config {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../models/qwen3-0.6b/config.json"
+    );
+    let mut c = Qwen3Config::from_file(std::path::Path::new(path)).expect("Qwen3-0.6B config");
+    c.num_hidden_layers = layers;
+    c
+}
+
+/// The decode step of `c` for the GPU (bf16 KV cache), after the passes `spec`.
+fn step_graph(c: &Qwen3Config, w: Option<&Checkpoint>, max_context: usize, spec: &str) -> Graph {
+    let types = match w {
+        Some(w) => WeightTypes::Checkpoint(w),
+        None => WeightTypes::Declared(DType::BF16),
+    };
+    let opts = LowerOptions {
+        max_context,
+        kv_dtype: DType::BF16,
+    };
+    let mut g = lower_decode_step(c, types, opts).expect("lowering");
+    run_passes(&mut g, spec, &[], &mut |_, _| {}).expect("passes");
+    g
+}
 
 fn eager() -> ExecOptions {
     ExecOptions {
         use_graph: false,
-        pdl: true,
-        sync_each_launch: false,
+        ..ExecOptions::default()
     }
 }
 
 #[test]
 #[ignore = "needs an NVIDIA GPU; run on the device machine"]
 fn two_layer_steps_match_the_interpreter_fused_and_unfused() {
-    let shape = Shape::qwen3_0_6b(2, 64);
+    let c = config(2);
+    let w = Checkpoint::random(&c, 11);
     let dev = device();
     let tokens = [151_643u32, 9707, 11, 1879, 0, 42, 151_935, 777];
     let mut fused_logits: Vec<Vec<f32>> = Vec::new();
-    for fused in [true, false] {
-        let (g, w) = qwen3_graph(&shape, fused, 11);
+    for spec in ["default", "none"] {
+        let g = step_graph(&c, Some(&w), 64, spec);
         let mut interp = Interpreter::new(&w);
         let mut ex_graph = CudaExecutor::new(&dev, &g, &w, ExecOptions::default())
             .unwrap_or_else(|e| panic!("{e}"));
         let mut ex_eager =
             CudaExecutor::new(&dev, &g, &w, eager()).unwrap_or_else(|e| panic!("{e}"));
-        let label = if fused { "fused" } else { "unfused" };
         let mut worst = 0.0f64;
         let mut agree = 0;
         for (p, &t) in tokens.iter().enumerate() {
@@ -46,22 +81,28 @@ fn two_layer_steps_match_the_interpreter_fused_and_unfused() {
             ];
             let want = interp.run(&g, &ins).unwrap_or_else(|e| panic!("{e}"));
             let logits = ex_graph.step_logits(t, p).unwrap_or_else(|e| panic!("{e}"));
-            let next_graph = ex_graph.step(t, p);
-            // step() above re-ran position p with the same token: same KV row, same result.
-            let next_graph = next_graph.unwrap_or_else(|e| panic!("{e}"));
+            // The step computed its greedy token on the device too; it is the argmax of the logits.
+            let device_token = ex_graph.last_token().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                device_token,
+                argmax(&logits),
+                "{spec} position {p}: device argmax"
+            );
+            // step() re-runs position p with the same token: same KV row, same result.
+            let next_graph = ex_graph.step(t, p).unwrap_or_else(|e| panic!("{e}"));
             let eager_logits = ex_eager.step_logits(t, p).unwrap_or_else(|e| panic!("{e}"));
             let err = rel_l2(&logits, &want[0].data);
             worst = worst.max(err);
             assert!(
                 err <= 1e-3,
-                "{label} position {p}: logits relative L2 {err:.3e}"
+                "{spec} position {p}: logits relative L2 {err:.3e}"
             );
             assert!(
                 logits
                     .iter()
                     .zip(&eager_logits)
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{label} position {p}: graph replay logits differ from eager"
+                "{spec} position {p}: graph replay logits differ from eager"
             );
             let want_next = want[1].ints[0] as u32;
             if next_graph == want_next {
@@ -72,10 +113,10 @@ fn two_layer_steps_match_the_interpreter_fused_and_unfused() {
                     (want[0].data[want_next as usize] - want[0].data[next_graph as usize]).abs();
                 assert!(
                     gap < 1e-3,
-                    "{label} position {p}: next token {next_graph} vs {want_next} (gap {gap})"
+                    "{spec} position {p}: next token {next_graph} vs {want_next} (gap {gap})"
                 );
             }
-            if fused {
+            if spec == "default" {
                 fused_logits.push(logits);
             } else {
                 let e = rel_l2(&logits, &fused_logits[p]);
@@ -98,13 +139,10 @@ fn two_layer_steps_match_the_interpreter_fused_and_unfused() {
             let looped = ex
                 .decode_greedy(tokens[0], 0, 24)
                 .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(
-                looped, by_step,
-                "{label}: decode_greedy differs from step()"
-            );
+            assert_eq!(looped, by_step, "{spec}: decode_greedy differs from step()");
         }
         println!(
-            "ok  {label} 2-layer Qwen3-0.6B-shaped step: {} launches, worst logits relative L2 {worst:.2e}, \
+            "ok  {spec} 2-layer Qwen3-0.6B step: {} launches, worst logits relative L2 {worst:.2e}, \
              top-1 agreement {agree}/{}",
             ex_graph.launches_per_step(),
             tokens.len()
@@ -112,36 +150,62 @@ fn two_layer_steps_match_the_interpreter_fused_and_unfused() {
     }
 }
 
-/// A benchmark mode: label, graph (0 = full step, 1 = step without attention), options, tuning
-/// knobs to set.
-type Mode<'a> = (&'a str, usize, ExecOptions, Vec<(&'a str, &'a str)>);
+/// The plan lowered with the live device's facts and driver occupancy equals the plan for the
+/// recorded H200 (`Target::h200`, what `braid plan` and the CI snapshots use), launch for launch.
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn live_plan_matches_the_recorded_h200_plan() {
+    let dev = device();
+    for layers in [28] {
+        let c = config(layers);
+        let g = step_graph(&c, None, 1024, "default");
+        let tuning = braid_backend_cuda::Tuning::default();
+        let live = lower(&g, &dev.target().expect("live target"), &tuning).expect("plan");
+        let recorded = lower(&g, &Target::h200(), &tuning).expect("plan");
+        assert_eq!(
+            live.facts.sm_count, recorded.facts.sm_count,
+            "{}",
+            live.facts.name
+        );
+        assert_eq!(live.launches.len(), recorded.launches.len());
+        for (a, b) in live.launches.iter().zip(&recorded.launches) {
+            assert_eq!(a, b, "live and recorded launches differ");
+        }
+        println!(
+            "ok  live plan on {} equals the recorded H200 plan ({} launches)",
+            live.facts.name,
+            live.launches.len()
+        );
+    }
+}
 
-const KNOBS: [&str; 8] = [
-    "BRAID_GEMV_ROWS2",
-    "BRAID_GEMV_BULK_BLOCKS_PER_SM",
-    "BRAID_ATT_MIN_CHUNK",
-    "BRAID_GEMV_BLOCKS_PER_SM",
-    "BRAID_GEMV_MAX_WPR",
-    "BRAID_L2_PREFETCH",
-    "BRAID_ATT_SPLITS",
-    "BRAID_GEMV_KERNEL",
-];
+/// The fused step with every attention replaced by its q input: the step without attention, to
+/// time the rest (a diagnostic graph, not a model).
+fn without_attention(g: &Graph) -> Graph {
+    let mut g = g.clone();
+    let atts: Vec<Value> = g
+        .node_indices()
+        .into_iter()
+        .filter(|&n| matches!(g.node(n).map(|x| &x.op), Some(Op::Attention { .. })))
+        .map(Value::of)
+        .collect();
+    for a in atts {
+        let q = g.inputs(a.node)[0];
+        g.replace_all_uses(a, q);
+    }
+    g.remove_dead();
+    g
+}
 
 #[test]
 #[ignore = "needs an NVIDIA GPU; run on the device machine"]
 fn full_depth_decode_speed_and_roofline() {
     let max_ctx = 4096;
-    let shape = Shape::qwen3_0_6b(28, max_ctx);
+    let c = config(28);
     let started = Instant::now();
-    let (g, w) = qwen3_graph(&shape, true, 12);
-    let (g_no_attention, _) = qwen3_graph(
-        &Shape {
-            attention: false,
-            ..shape
-        },
-        true,
-        12,
-    );
+    let w = Checkpoint::random(&c, 12);
+    let g = step_graph(&c, Some(&w), max_ctx, "default");
+    let g_no_attention = without_attention(&g);
     println!(
         "built the 28-layer fused graph and random weights in {:.1?}",
         started.elapsed()
@@ -149,28 +213,28 @@ fn full_depth_decode_speed_and_roofline() {
     let dev = device();
     let n = 256;
     let graph = ExecOptions::default();
+    let staged = ExecOptions {
+        tuning: braid_backend_cuda::Tuning {
+            gemv_kernel: GemvKernel::Staged,
+            ..Default::default()
+        },
+        ..graph
+    };
     let no_pdl = ExecOptions {
         pdl: false,
-        ..ExecOptions::default()
+        ..graph
     };
-    let modes: Vec<Mode> = vec![
-        ("graph+PDL", 0, graph, vec![]),
-        ("  gemv smem", 0, graph, vec![("BRAID_GEMV_KERNEL", "smem")]),
-        ("  no attention", 1, graph, vec![]),
-        ("graph, no PDL", 0, no_pdl, vec![]),
-        ("eager+PDL", 0, eager(), vec![]),
+    let modes: Vec<(&str, &Graph, ExecOptions)> = vec![
+        ("graph+PDL", &g, graph),
+        ("  gemv staged", &g, staged),
+        ("  no attention", &g_no_attention, graph),
+        ("graph, no PDL", &g, no_pdl),
+        ("eager+PDL", &g, eager()),
     ];
     let mut rows = Vec::new();
     let mut sequences: Vec<Vec<u32>> = Vec::new();
     let mut floor_us = 0.0;
-    for (label, which, opts, env) in modes {
-        let g = if which == 0 { &g } else { &g_no_attention };
-        for k in KNOBS {
-            std::env::remove_var(k);
-        }
-        for (k, v) in &env {
-            std::env::set_var(k, v);
-        }
+    for (label, g, opts) in modes {
         let t0 = Instant::now();
         let mut ex =
             CudaExecutor::new(&dev, g, &w, opts).unwrap_or_else(|e| panic!("{label}: {e}"));
@@ -195,7 +259,7 @@ fn full_depth_decode_speed_and_roofline() {
             .unwrap_or_else(|e| panic!("{label}: {e}"));
         let loop_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
         assert_eq!(looped, seq, "{label}: decode_greedy differs from step()");
-        if which == 0 {
+        if !label.contains("no attention") {
             sequences.push(seq);
         }
         if floor_us == 0.0 {
@@ -215,16 +279,7 @@ fn full_depth_decode_speed_and_roofline() {
             let prof = ex.profile(16).unwrap_or_else(|e| panic!("{e}"));
             println!("{prof}");
         }
-        println!(
-            "{label:<18} step() {step_us:>7.1} µs/tok ({:>5.0} tok/s), decode_greedy {loop_us:>7.1} µs/tok \
-             ({:>5.0} tok/s), setup {setup:.1?}",
-            1e6 / step_us,
-            1e6 / loop_us
-        );
         rows.push((label, step_us, loop_us, setup));
-    }
-    for k in KNOBS {
-        std::env::remove_var(k);
     }
     println!(
         "{:<18} {:>12} {:>9} {:>15} {:>9} {:>9}",

@@ -1,0 +1,158 @@
+// Launch parameters of braid's kernels: one struct per kernel family, passed by value as the
+// kernel's only parameter, and the constants the host's lowering shares with the kernels.
+//
+// Mirrored field by field by `crates/backend-cuda/src/params.rs` (#[repr(C)] structs). The CI test
+// `nvrtc_compile::param_structs_match_the_rust_layout` compiles, with NVRTC, static_asserts that the
+// Rust side generates from its own layout (size, and offset of every field) and from its constants:
+// a field added on one side only, or a constant changed on one side only, fails CI.
+//
+// Every pointer is a device address (8 bytes); nullable pointers say so. Pointers come first, then
+// 8-byte integers, then 4-byte scalars, padded to a multiple of 8 bytes, so neither side has implicit
+// padding.
+
+// ---- constants shared with the host lowering (crates/backend-cuda/src/params.rs) ----
+
+// Threads per block of every GEMV kernel (8 warps); `__launch_bounds__` and the per-warp reduction
+// arrays are sized by it.
+#define GEMV_THREADS 256
+#define GEMV_WARPS (GEMV_THREADS / 32)
+// Warps per attention block for GM query heads per block and head dim D: 8 while a block's per-head
+// state is small (GM * D <= 512 elements), else 4 (registers and shared memory).
+#define ATT_WARPS_OF(GM, D) ((GM) * (D) <= 512 ? 8 : 4)
+
+// ---- gemv.cu: every GEMV variant ----
+struct GemvParams {
+    const void* w;             // weights [n, k], bf16 / f16 / f32 by the kernel's suffix
+    const float* x;            // x [m, k] ([m, 2k] for pro 2)
+    const float* norm_w;       // pro 1: rms_norm weight [k]; else null
+    const float* resid;        // nullable: residual [m, n] added to the result
+    float* y;                  // y [m, n] ([m, n / 2] for the SwiGLU epilogue)
+    const void* pf;            // nullable: L2 prefetch range start
+    int* am_out;               // gemv_argmax: argmax result i32[1]; else null
+    float* am_v;               // gemv_argmax: per-block partial values
+    int* am_i;                 // gemv_argmax: per-block partial indices
+    unsigned* am_counter;      // gemv_argmax: completion counter (starts at 0, reset by the kernel)
+    unsigned long long pf_bytes;
+    int n;                     // rows of W
+    int k;                     // columns of W
+    int pro;                   // prologue: 0 x as is, 1 rms_norm, 2 SwiGLU of x [m, 2k]
+    float eps;                 // rms_norm epsilon (pro 1)
+    int wpr;                   // warps per row (direct4, staged)
+    int pad_;
+};
+
+// ---- attention.cu ----
+struct AttentionParams {
+    const float* q;            // q [h, D] (pre-norm when qn != null)
+    const float* k_new;        // this step's k [kvh, D]
+    const float* v_new;        // this step's v [kvh, D]
+    void* kc;                  // k cache [max_ctx, kvh, D] in the cache dtype
+    void* vc;                  // v cache
+    const int* pos;            // the position, i32[1]
+    float* out;                // out [h, D]
+    float* part;               // split partials acc [h, nsplit, D] (global merge)
+    float* part_ml;            // split partials (m, l) [h, nsplit, 2]
+    unsigned* counters;        // per-KV-head completion counters [kvh]
+    const float* qn;           // nullable: q rms_norm weight [D]
+    const float* kn;           // nullable: k rms_norm weight [D]
+    const float* inv_freq;     // nullable: rotary frequencies [D / 2]; null: no rope on q and k
+    const void* pf;            // nullable: L2 prefetch range start
+    unsigned long long pf_bytes;
+    int h;
+    int kvh;
+    int max_ctx;
+    float scale;               // softmax scale (HF: head_dim^-0.5)
+    float eps;                 // q/k rms_norm epsilon
+    int min_chunk;             // smallest KV chunk per block (0: one batch of rows)
+    int cluster;               // 1: the splits of a KV head form one thread-block cluster
+    int pad_;
+};
+
+// ---- norm.cu ----
+struct RmsNormParams {
+    const float* x;            // x [rows, d]
+    const float* w;            // weight [d]
+    float* out;                // out [rows, d]
+    int rows;
+    int d;
+    float eps;
+    int pad_;
+};
+
+struct NormRopeParams {
+    const float* x1;           // x1 [rows1, d]
+    const float* w1;           // nullable: rms_norm weight of x1 [d]
+    float* out1;
+    const float* x2;           // nullable: a second tensor [rows2, d]
+    const float* w2;
+    float* out2;
+    const int* pos;            // the position, i32[1]
+    const float* inv_freq;     // rotary frequencies [d / 2]
+    int rows1;
+    int rows2;
+    int d;
+    float eps;
+    int do_norm;
+    int do_rope;
+};
+
+// ---- elementwise.cu ----
+struct EwParams {
+    const float* a;            // a [n] (x for silu)
+    const float* b;            // b [n] (null for silu)
+    float* out;                // out [n]
+    int n;
+    int pad_;
+};
+
+struct Copy2dParams {
+    unsigned* dst;
+    const unsigned* src;
+    int dst_stride;            // in 4-byte words
+    int src_stride;
+    int rows;
+    int cols;
+};
+
+struct StepAdvanceParams {
+    const int* next;           // the step's next token, i32[1]
+    int* token;                // the token input, i32[1]
+    int* pos;                  // the position input, i32[1]
+    int* history;              // tokens by position [history_len]
+    int history_len;
+    int pad_;
+};
+
+// ---- embedding.cu ----
+struct EmbeddingParams {
+    const void* table;         // table [vocab, hidden], bf16 / f16 / f32 by the kernel's suffix
+    const int* ids;            // ids i32[n]
+    float* out;                // out [n, hidden]
+    int hidden;
+    int vocab;
+};
+
+// ---- argmax.cu ----
+struct ArgmaxParams {
+    const float* x;            // x [n]
+    float* part_v;             // per-block partial values
+    int* part_i;               // per-block partial indices
+    unsigned* counter;         // completion counter (starts at 0, reset by the kernel)
+    int* out;                  // the argmax, i32[1]
+    int n;
+    int pad_;
+};
+
+// ---- bench.cu ----
+struct BenchFillParams {
+    unsigned* p;
+    unsigned long long n;      // 4-byte words
+    unsigned seed;
+    int pad_;
+};
+
+struct BenchReadParams {
+    const void* p;
+    unsigned* sink;
+    unsigned long long n16;    // 16-byte vectors
+};
