@@ -3,15 +3,19 @@
 
 mod common;
 
+use braid_ir::Graph;
 use common::{fixture, run_passes, text};
 
 /// The snapshot body: the printed input, then the printed output of `spec`.
 fn before_after(name: &str, spec: &str) -> String {
-    let before = fixture(name);
-    let after = run_passes(&before, spec);
+    graph_before_after(&fixture(name), spec)
+}
+
+fn graph_before_after(before: &Graph, spec: &str) -> String {
+    let after = run_passes(before, spec);
     format!(
         "# before\n{}\n# after {spec}\n{}",
-        text(&before),
+        text(before),
         text(&after)
     )
 }
@@ -49,4 +53,14 @@ fn qk_norm_rope() {
 #[test]
 fn qwen3_layer_default_pipeline() {
     insta::assert_snapshot!(before_after("qwen3_1layer", "default"));
+}
+
+#[test]
+fn horizontal_qkv_bias() {
+    insta::assert_snapshot!(before_after("horizontal_qkv_bias", "fuse-horizontal"));
+}
+
+#[test]
+fn norm_matmul_add() {
+    insta::assert_snapshot!(before_after("norm_matmul_add", "default"));
 }
