@@ -185,6 +185,22 @@ pub fn launching_nodes(g: &Graph) -> usize {
         .count()
 }
 
+/// Kernel-launching nodes (as [`launching_nodes`] counts them), by op kind.
+pub fn launching_kinds(g: &Graph) -> std::collections::BTreeMap<OpKind, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for n in g.topo_order() {
+        let node = g.node(n).unwrap();
+        let weight_only_concat = node.op.kind() == OpKind::Concat
+            && g.inputs(n)
+                .iter()
+                .all(|v| g.node(v.node).unwrap().op.kind() == OpKind::Weight);
+        if node.op.launches_kernel(&g.input_types(n)) && !weight_only_concat {
+            *counts.entry(node.op.kind()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
 /// For every matmul-like node (`matmul` and the fused ops holding a matmul), the names of the
 /// weights it reads (a weight-only `concat` flattened into its weights). Each weight appearing once
 /// overall means no matmul was duplicated.
