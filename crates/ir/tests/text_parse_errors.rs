@@ -501,7 +501,7 @@ fn rope_scaling_attributes() {
         &rope("theta = 5e5, factor = 8"),
         7,
         42,
-        &["attribute `factor` needs `rope_type = llama3`; the default rope takes only `theta`"],
+        &["attribute `factor` needs `rope_type = llama3`; the default scaling has no parameters"],
     );
     assert_err(
         &rope("theta = 5e5, rope_type = default, low_freq_factor = 1"),

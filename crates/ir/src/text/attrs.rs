@@ -222,7 +222,7 @@ impl Values<'_> {
             return Err(self.cur.err_at(
                 col,
                 format!(
-                    "attribute `{name}` needs `rope_type = llama3`; the default rope takes only `theta`"
+                    "attribute `{name}` needs `rope_type = llama3`; the default scaling has no parameters"
                 ),
             ));
         }
