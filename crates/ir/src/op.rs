@@ -3,7 +3,13 @@
 //! Every op here has reference semantics in [`crate::interp`]; the formulas follow Hugging Face
 //! transformers' `modeling_qwen3.py` (cited per op). Activations are f32 in the reference graphs built
 //! by the runtime, weights keep their checkpoint dtype (bf16/f16/f32) and are upcast on use.
+//!
+//! Token rows: a decode step has one token, a prefill step `T`. Row-wise ops (`matmul`,
+//! `rms_norm`, `add`, the fused matmuls) take any leading dims; the per-head ops (`rope`,
+//! `fused_qk_norm_rope`, `attention`) take `[heads, d]` for one token or `[T, heads, d]` for `T`
+//! consecutive tokens starting at `position`.
 
+use crate::rope::RopeScaling;
 use crate::types::{DType, TensorType};
 
 /// One operation of the IR. Leaves (`Input`, `Weight`, `KvCache`) carry their own type; every other op's
@@ -23,19 +29,28 @@ pub enum Op {
     RmsNorm { eps: f32 },
     /// `(x [.., k], w [n, k]) -> f32[.., n]`: `y = x · wᵀ`, W stored `[out, in]` as in HF `nn.Linear`.
     MatMul,
-    /// `(a, b) -> f32`, elementwise, same shapes.
+    /// `(a, b) -> f32 like a`, elementwise: `b` has `a`'s shape, or is `[n]` for `a [.., n]` and is
+    /// added to every row (PyTorch broadcasting of `x + bias`, e.g. HF `nn.Linear`'s bias).
     Add,
-    /// `(a, b) -> f32`, elementwise, same shapes.
+    /// `(a, b) -> f32 like a`, elementwise: `b` has `a`'s shape, or is `[n]` for `a [.., n]` and
+    /// multiplies every row (PyTorch broadcasting).
     Mul,
     /// `(x) -> f32 like x`: `x * sigmoid(x)`.
     Silu,
-    /// `(x [heads, head_dim], position i32[1]) -> f32[heads, head_dim]`: rotary embedding, rotate-half
-    /// layout, `inv_freq[i] = theta^(-2i/head_dim)` (HF `apply_rotary_pos_emb`, default rope type).
-    Rope { theta: f32 },
-    /// `(q [h, d], k [kv, d], v [kv, d], k_cache [ctx, kv, d], v_cache [ctx, kv, d], position i32[1])
-    /// -> f32[h, d]`: stores k/v at row `position` of the caches (in the caches' dtype), then causal
-    /// softmax attention of each query head over rows `0..=position` of its KV head (GQA: query head
-    /// `i` uses KV head `i / (h / kv)`), scaled by `scale` (HF: `head_dim^-0.5`).
+    /// `(x [heads, head_dim] | [T, heads, head_dim], position i32[1]) -> f32 like x`: rotary
+    /// embedding, rotate-half layout (HF `apply_rotary_pos_emb`), frequencies
+    /// [`crate::rope_inv_freq`]`(theta, scaling, head_dim)` (`1 / theta^(2i/head_dim)` for the
+    /// default scaling). Rank 2 is one token at `position`; rank 3 is `T` tokens, token `t` at
+    /// `position + t`.
+    Rope { theta: f32, scaling: RopeScaling },
+    /// `(q, k, v, k_cache [ctx, kv, d], v_cache [ctx, kv, d], position i32[1]) -> f32 like q`, with
+    /// `q [h, d]`, `k`, `v [kv, d]` (one token) or `q [T, h, d]`, `k`, `v [T, kv, d]` (`T` tokens):
+    /// stores the `T` k/v rows at cache rows `position .. position + T` (in the caches' dtype),
+    /// then query token `t` attends causally over rows `0 ..= position + t` (bottom-right-aligned
+    /// causal mask, so a chunk may follow tokens already in the cache): softmax attention of each
+    /// query head over its KV head (GQA: query head `i` uses KV head `i / (h / kv)`, HF
+    /// `repeat_kv`), scores scaled by `scale` (HF: `head_dim^-0.5`). Running `position + T` past
+    /// `ctx` is an interpreter error.
     Attention { scale: f32 },
     /// `(x) -> x reshaped`: same element count, same dtype; no data movement.
     Reshape { shape: Vec<usize> },
@@ -47,14 +62,25 @@ pub enum Op {
     Argmax,
     /// `(x [.., k], norm_weight [k], w [n, k]) -> f32[.., n]`: `matmul(rms_norm(x, norm_weight), w)`.
     FusedRmsNormMatmul { eps: f32 },
-    /// `(gate_up [1, 2i], w_down [h, i], residual [1, h]) -> f32[1, h]`: the SwiGLU tail of an MLP,
-    /// `residual + (silu(gate_up[:, :i]) * gate_up[:, i:]) · w_downᵀ` (HF `Qwen3MLP` + the residual add).
+    /// `(gate_up [rows, 2i], w_down [h, i], residual [rows, h]) -> f32[rows, h]` (one row per token):
+    /// the SwiGLU tail of an MLP, `residual + (silu(gate_up[:, :i]) * gate_up[:, i:]) · w_downᵀ`
+    /// (HF `Qwen3MLP` + the residual add).
     FusedGatedMlp,
-    /// `(x [.., k], w [n, k], r [.., n]) -> f32[.., n]`: `x · wᵀ + r`.
+    /// `(x [.., k], w [n, k], r [.., n] | [n]) -> f32[.., n]`: `add(matmul(x, w), r)`, `x · wᵀ + r`
+    /// (a residual, or a bias `[n]` added to every row).
     FusedMatmulAdd,
-    /// `(q [h, d], k [kv, d], q_norm [d], k_norm [d], position i32[1]) -> (f32[h, d], f32[kv, d])`:
-    /// `rope(rms_norm(q, q_norm))` and `rope(rms_norm(k, k_norm))` with one `eps` and `theta`.
-    FusedQkNormRope { eps: f32, theta: f32 },
+    /// `(q, k, q_norm [d], k_norm [d], position i32[1]) -> (f32 like q, f32 like k)` with `q [h, d]`,
+    /// `k [kv, d]` or `q [T, h, d]`, `k [T, kv, d]`: `rope(rms_norm(q, q_norm))` and
+    /// `rope(rms_norm(k, k_norm))` with one `eps`, `theta` and `scaling` (HF `Qwen3Attention`).
+    FusedQkNormRope {
+        eps: f32,
+        theta: f32,
+        scaling: RopeScaling,
+    },
+    /// `(x [.., k], norm_weight [k], w [n, k], r [.., n] | [n]) -> f32[.., n]`:
+    /// `add(matmul(rms_norm(x, norm_weight), w), r)`, e.g. a packed q/k/v projection with its bias
+    /// (HF `Qwen2Attention`'s `q_proj`/`k_proj`/`v_proj` with `bias=True`).
+    FusedRmsNormMatmulAdd { eps: f32 },
 }
 
 /// The kind of an op, without attributes: its name in the text form and in `--stats`.
@@ -79,11 +105,12 @@ pub enum OpKind {
     FusedGatedMlp,
     FusedMatmulAdd,
     FusedQkNormRope,
+    FusedRmsNormMatmulAdd,
 }
 
 impl OpKind {
     /// All kinds, in declaration order.
-    pub const ALL: [OpKind; 19] = [
+    pub const ALL: [OpKind; 20] = [
         OpKind::Input,
         OpKind::Weight,
         OpKind::KvCache,
@@ -103,6 +130,7 @@ impl OpKind {
         OpKind::FusedGatedMlp,
         OpKind::FusedMatmulAdd,
         OpKind::FusedQkNormRope,
+        OpKind::FusedRmsNormMatmulAdd,
     ];
 
     /// The op's name in the text form, e.g. `fused_rms_norm_matmul`.
@@ -127,6 +155,7 @@ impl OpKind {
             OpKind::FusedGatedMlp => "fused_gated_mlp",
             OpKind::FusedMatmulAdd => "fused_matmul_add",
             OpKind::FusedQkNormRope => "fused_qk_norm_rope",
+            OpKind::FusedRmsNormMatmulAdd => "fused_rms_norm_matmul_add",
         }
     }
 
@@ -143,6 +172,7 @@ impl OpKind {
             OpKind::Embedding | OpKind::RmsNorm | OpKind::MatMul | OpKind::Add | OpKind::Mul => 2,
             OpKind::Rope => 2,
             OpKind::FusedRmsNormMatmul | OpKind::FusedGatedMlp | OpKind::FusedMatmulAdd => 3,
+            OpKind::FusedRmsNormMatmulAdd => 4,
             OpKind::FusedQkNormRope => 5,
             OpKind::Attention => 6,
             OpKind::Concat => return None,
@@ -162,6 +192,7 @@ impl OpKind {
                 | OpKind::FusedGatedMlp
                 | OpKind::FusedMatmulAdd
                 | OpKind::FusedQkNormRope
+                | OpKind::FusedRmsNormMatmulAdd
         )
     }
 }
@@ -195,6 +226,7 @@ impl Op {
             Op::FusedGatedMlp => OpKind::FusedGatedMlp,
             Op::FusedMatmulAdd => OpKind::FusedMatmulAdd,
             Op::FusedQkNormRope { .. } => OpKind::FusedQkNormRope,
+            Op::FusedRmsNormMatmulAdd { .. } => OpKind::FusedRmsNormMatmulAdd,
         }
     }
 
@@ -260,8 +292,11 @@ impl Op {
                 let (a, b) = (inputs[0], inputs[1]);
                 expect_float(name, "a", a)?;
                 expect_float(name, "b", b)?;
-                if a.shape != b.shape {
-                    return Err(format!("{name} expects equal shapes, got {a} and {b}"));
+                if !broadcasts_to(b, &a.shape) {
+                    return Err(format!(
+                        "{name} expects b of a's shape or [{}] (one row), got {a} and {b}",
+                        a.last_dim()
+                    ));
                 }
                 Ok(vec![f32_like(a)])
             }
@@ -269,14 +304,15 @@ impl Op {
                 expect_float(name, "x", inputs[0])?;
                 Ok(vec![f32_like(inputs[0])])
             }
-            Op::Rope { .. } => {
+            Op::Rope { scaling, .. } => {
                 let (x, pos) = (inputs[0], inputs[1]);
-                expect_rank(name, "x", x, 2)?;
+                expect_heads(name, "x", x)?;
                 expect_float(name, "x", x)?;
-                if x.shape[1] % 2 != 0 {
+                if x.last_dim() % 2 != 0 {
                     return Err(format!("{name} expects an even head_dim, got {x}"));
                 }
                 expect_position(name, pos)?;
+                scaling.validate().map_err(|e| format!("{name} {e}"))?;
                 Ok(vec![f32_like(x)])
             }
             Op::Attention { .. } => attention_type(name, inputs).map(|t| vec![t]),
@@ -372,16 +408,15 @@ impl Op {
             }
             Op::FusedMatmulAdd => {
                 let out = matmul_type(name, inputs[0], inputs[1])?;
-                if inputs[2].shape != out.shape {
-                    return Err(format!("{name} expects residual {out}, got {}", inputs[2]));
-                }
+                expect_addend(name, &out, inputs[2])?;
                 Ok(vec![out])
             }
-            Op::FusedQkNormRope { .. } => {
+            Op::FusedQkNormRope { scaling, .. } => {
                 let (q, k, qn, kn, pos) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]);
-                expect_rank(name, "q", q, 2)?;
-                expect_rank(name, "k", k, 2)?;
-                if q.shape[1] != k.shape[1] || q.shape[1] % 2 != 0 {
+                expect_heads(name, "q", q)?;
+                expect_heads(name, "k", k)?;
+                expect_same_tokens(name, q, &[("k", k)])?;
+                if q.last_dim() != k.last_dim() || q.last_dim() % 2 != 0 {
                     return Err(format!(
                         "{name} expects q and k with one even head_dim, got {q} and {k}"
                     ));
@@ -389,7 +424,15 @@ impl Op {
                 expect_norm_weight(name, q, qn)?;
                 expect_norm_weight(name, k, kn)?;
                 expect_position(name, pos)?;
+                scaling.validate().map_err(|e| format!("{name} {e}"))?;
                 Ok(vec![f32_like(q), f32_like(k)])
+            }
+            Op::FusedRmsNormMatmulAdd { .. } => {
+                let (x, g, w, r) = (inputs[0], inputs[1], inputs[2], inputs[3]);
+                expect_norm_weight(name, x, g)?;
+                let out = matmul_type(name, x, w)?;
+                expect_addend(name, &out, r)?;
+                Ok(vec![out])
             }
         }
     }
@@ -400,6 +443,57 @@ pub fn split_is_view(axis: usize, input_types: &[&TensorType]) -> bool {
     input_types
         .first()
         .is_some_and(|t| t.shape[..axis.min(t.shape.len())].iter().all(|&d| d == 1))
+}
+
+/// Whether `b` has `shape`, or is `[n]` with `shape` `[.., n]` (one row, broadcast over the rows).
+fn broadcasts_to(b: &TensorType, shape: &[usize]) -> bool {
+    b.shape == shape || (b.shape.len() == 1 && shape.last() == Some(&b.shape[0]))
+}
+
+/// The addend `r` of a fused matmul + add with output `out`: `out`'s shape or one row `[n]`.
+fn expect_addend(op: &str, out: &TensorType, r: &TensorType) -> Result<(), String> {
+    expect_float(op, "residual", r)?;
+    if !broadcasts_to(r, &out.shape) {
+        return Err(format!(
+            "{op} expects residual {out} or bias [{}], got {r}",
+            out.last_dim()
+        ));
+    }
+    Ok(())
+}
+
+/// A per-head operand: `[heads, d]` (one token) or `[T, heads, d]` (`T` tokens).
+fn expect_heads(op: &str, what: &str, t: &TensorType) -> Result<(), String> {
+    if !matches!(t.shape.len(), 2 | 3) {
+        return Err(format!(
+            "{op} expects {what} [heads, head_dim] or [tokens, heads, head_dim], got {t}"
+        ));
+    }
+    Ok(())
+}
+
+/// `q` and `others` (each already `[heads, d]` or `[T, heads, d]`) have one rank and, for rank 3,
+/// one token count `T`.
+fn expect_same_tokens(
+    op: &str,
+    q: &TensorType,
+    others: &[(&str, &TensorType)],
+) -> Result<(), String> {
+    for (what, t) in others {
+        if t.shape.len() != q.shape.len() {
+            return Err(format!(
+                "{op} expects q and {what} of one rank (one token [heads, d] or T tokens \
+                 [T, heads, d]), got {q} and {t}"
+            ));
+        }
+        if q.shape.len() == 3 && t.shape[0] != q.shape[0] {
+            return Err(format!(
+                "{op} expects q and {what} with one token count T = {}, got {q} and {t}",
+                q.shape[0]
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn expect_rank(op: &str, what: &str, t: &TensorType, rank: usize) -> Result<(), String> {
@@ -459,14 +553,23 @@ fn matmul_type(op: &str, x: &TensorType, w: &TensorType) -> Result<TensorType, S
 
 fn attention_type(op: &str, i: &[&TensorType]) -> Result<TensorType, String> {
     let (q, k, v, kc, vc, pos) = (i[0], i[1], i[2], i[3], i[4], i[5]);
-    expect_rank(op, "q", q, 2)?;
-    expect_rank(op, "k", k, 2)?;
+    expect_heads(op, "q", q)?;
+    expect_heads(op, "k", k)?;
+    expect_heads(op, "v", v)?;
+    expect_same_tokens(op, q, &[("k", k), ("v", v)])?;
     expect_rank(op, "k_cache", kc, 3)?;
-    let (h, d) = (q.shape[0], q.shape[1]);
-    let kv = k.shape[0];
-    if k.shape != [kv, d] || v.shape != [kv, d] {
+    // Per token: q [h, d], k and v [kv, d]; the token count (rank 3) was checked above.
+    let lead = q.shape.len() - 2;
+    let (h, d) = (q.shape[lead], q.shape[lead + 1]);
+    let kv = k.shape[lead];
+    if k.shape[lead..] != [kv, d] || v.shape[lead..] != [kv, d] {
+        let tokens = if lead == 1 {
+            format!("{}, ", q.shape[0])
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "{op} expects k and v [kv_heads, {d}], got {k} and {v}"
+            "{op} expects k and v [{tokens}kv_heads, {d}], got {k} and {v}"
         ));
     }
     if kv == 0 || h % kv != 0 {
@@ -481,5 +584,5 @@ fn attention_type(op: &str, i: &[&TensorType]) -> Result<TensorType, String> {
     }
     expect_float(op, "k_cache", kc)?;
     expect_position(op, pos)?;
-    Ok(TensorType::new(DType::F32, [h, d]))
+    Ok(TensorType::new(DType::F32, q.shape.clone()))
 }

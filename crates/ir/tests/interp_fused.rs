@@ -4,7 +4,7 @@
 mod interp_common;
 
 use braid_ir::interp::Interpreter;
-use braid_ir::{DType, Op, Tensor, Value};
+use braid_ir::{DType, Op, RopeScaling, Tensor, Value};
 use interp_common::{f32s, pos, random, rel_l2, Builder};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -141,6 +141,99 @@ fn fused_matmul_add_equals_matmul_then_add() {
 }
 
 #[test]
+fn fused_matmul_add_broadcasts_a_bias_row() {
+    let (rows, k, n) = (3, 40, 12);
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let (xs, ws, bs) = (
+        random(&mut rng, rows * k),
+        random(&mut rng, n * k),
+        random(&mut rng, n),
+    );
+    let build = |fused: bool| {
+        let mut b = Builder::new();
+        let x = b.input("x", DType::F32, &[rows, k]);
+        let w = b.weight("w", DType::BF16, &[n, k], &ws);
+        let bias = b.weight("bias", DType::BF16, &[n], &bs);
+        let y = if fused {
+            b.op(Op::FusedMatmulAdd, &[x, w, bias])
+        } else {
+            let m = b.op(Op::MatMul, &[x, w]);
+            b.op(Op::Add, &[m, bias])
+        };
+        b.results(&[y]);
+        b
+    };
+    let steps = [vec![("x", f32s(&[rows, k], &xs))]];
+    assert_same(
+        &run_steps(&build(true), &steps),
+        &run_steps(&build(false), &steps),
+        0.0,
+    );
+}
+
+#[test]
+fn fused_rms_norm_matmul_add_equals_norm_matmul_add() {
+    let (rows, k, n) = (4, 48, 20);
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    let (gs, ws, bs, rs, xs) = (
+        random(&mut rng, k),
+        random(&mut rng, n * k),
+        random(&mut rng, n),
+        random(&mut rng, rows * n),
+        random(&mut rng, rows * k),
+    );
+    // r: a bias row [n] (broadcast) or a residual [rows, n].
+    for broadcast in [true, false] {
+        let build = |fused: bool| {
+            let mut b = Builder::new();
+            let x = b.input("x", DType::F32, &[rows, k]);
+            let g = b.weight("g", DType::BF16, &[k], &gs);
+            let w = b.weight("w", DType::BF16, &[n, k], &ws);
+            let r = if broadcast {
+                b.weight("bias", DType::BF16, &[n], &bs)
+            } else {
+                b.input("r", DType::F32, &[rows, n])
+            };
+            let y = if fused {
+                b.op(Op::FusedRmsNormMatmulAdd { eps: EPS }, &[x, g, w, r])
+            } else {
+                let h = b.op(Op::RmsNorm { eps: EPS }, &[x, g]);
+                let m = b.op(Op::MatMul, &[h, w]);
+                b.op(Op::Add, &[m, r])
+            };
+            b.results(&[y]);
+            b
+        };
+        let mut inputs = vec![("x", f32s(&[rows, k], &xs))];
+        if !broadcast {
+            inputs.push(("r", f32s(&[rows, n], &rs)));
+        }
+        let steps = [inputs];
+        assert_same(
+            &run_steps(&build(true), &steps),
+            &run_steps(&build(false), &steps),
+            0.0,
+        );
+    }
+    // The type rule names the op and what r may be.
+    let mut b = Builder::new();
+    let x = b.input("x", DType::F32, &[rows, k]);
+    let g = b.weight("g", DType::BF16, &[k], &gs);
+    let w = b.weight("w", DType::BF16, &[n, k], &ws);
+    let r = b.input("r", DType::F32, &[rows, n + 1]);
+    let err =
+        b.g.add1(Op::FusedRmsNormMatmulAdd { eps: EPS }, &[x, g, w, r])
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains(
+            "fused_rms_norm_matmul_add expects residual f32[4, 20] or bias [20], got f32[4, 21]"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn fused_qk_norm_rope_equals_norm_then_rope_per_operand() {
     let (nh, nkv, d) = (4, 2, 16);
     let mut rng = ChaCha8Rng::seed_from_u64(4);
@@ -162,6 +255,7 @@ fn fused_qk_norm_rope_equals_norm_then_rope_per_operand() {
                 Op::FusedQkNormRope {
                     eps: EPS,
                     theta: THETA,
+                    scaling: RopeScaling::Default,
                 },
                 &[q, k, qn, kn, p],
                 2,
@@ -170,7 +264,13 @@ fn fused_qk_norm_rope_equals_norm_then_rope_per_operand() {
             let mut outs = Vec::new();
             for (x, w) in [(q, qn), (k, kn)] {
                 let nx = b.op(Op::RmsNorm { eps: EPS }, &[x, w]);
-                outs.push(b.op(Op::Rope { theta: THETA }, &[nx, p]));
+                outs.push(b.op(
+                    Op::Rope {
+                        theta: THETA,
+                        scaling: RopeScaling::Default,
+                    },
+                    &[nx, p],
+                ));
             }
             outs
         };
@@ -257,6 +357,7 @@ fn qwen3_layer(fused: bool) -> Builder {
             Op::FusedQkNormRope {
                 eps: EPS,
                 theta: THETA,
+                scaling: RopeScaling::Default,
             },
             &[q2, k2, qn, kn, p],
             2,
@@ -277,8 +378,20 @@ fn qwen3_layer(fused: bool) -> Builder {
         let v2 = b.op(reshape(&[NKV, D]), &[v]);
         let qn2 = b.op(eps.clone(), &[q2, qn]);
         let kn2 = b.op(eps.clone(), &[k2, kn]);
-        let qr = b.op(Op::Rope { theta: THETA }, &[qn2, p]);
-        let kr = b.op(Op::Rope { theta: THETA }, &[kn2, p]);
+        let qr = b.op(
+            Op::Rope {
+                theta: THETA,
+                scaling: RopeScaling::Default,
+            },
+            &[qn2, p],
+        );
+        let kr = b.op(
+            Op::Rope {
+                theta: THETA,
+                scaling: RopeScaling::Default,
+            },
+            &[kn2, p],
+        );
         let a = b.op(attn, &[qr, kr, v2, kc, vc, p]);
         let a2 = b.op(reshape(&[1, NH * D]), &[a]);
         let o = b.op(Op::MatMul, &[a2, wo]);

@@ -3,7 +3,7 @@
 mod interp_common;
 
 use braid_ir::interp::Interpreter;
-use braid_ir::{DType, Op, Tensor};
+use braid_ir::{DType, Op, RopeScaling, Tensor};
 use interp_common::{assert_close, f32s, pos, rel_l2, Builder};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -146,12 +146,49 @@ fn add_mul_silu_elementwise() {
     );
 }
 
+#[test]
+fn add_and_mul_broadcast_one_row_over_every_row() {
+    // PyTorch `x + bias`: b [n] against a [.., n]; a bf16 weight works as b like any float.
+    let mut b = Builder::new();
+    let x = b.input("x", DType::F32, &[2, 3]);
+    let x3 = b.input("x3", DType::F32, &[2, 1, 3]);
+    let bias = b.weight("bias", DType::BF16, &[3], &[1.0, -2.0, 0.5]);
+    let s = b.op(Op::Add, &[x, bias]);
+    let m = b.op(Op::Mul, &[x, bias]);
+    let s3 = b.op(Op::Add, &[x3, bias]);
+    b.results(&[s, m, s3]);
+    let xs = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+    let out = run(
+        &b,
+        &[("x", f32s(&[2, 3], &xs)), ("x3", f32s(&[2, 1, 3], &xs))],
+    );
+    assert_eq!(out[0].ty.shape, [2, 3]);
+    assert_eq!(out[0].data, [1.0, -1.0, 2.5, 4.0, 2.0, 5.5]);
+    assert_eq!(out[1].data, [0.0, -2.0, 1.0, 3.0, -8.0, 2.5]);
+    assert_eq!(out[2].ty.shape, [2, 1, 3]);
+    assert_eq!(out[2].data, out[0].data);
+    // Only b broadcasts, only as one row of a's last dimension.
+    for (a_shape, b_shape) in [(&[3][..], &[2, 3][..]), (&[2, 3], &[2]), (&[2, 3], &[1, 3])] {
+        let mut g = Builder::new();
+        let a = g.input("a", DType::F32, a_shape);
+        let c = g.input("b", DType::F32, b_shape);
+        let err = g.g.add1(Op::Add, &[a, c]).unwrap_err().to_string();
+        assert!(err.contains("add expects b of a's shape or ["), "{err}");
+    }
+}
+
 /// A graph `rope(x [heads, d], position)`.
 fn rope_graph(heads: usize, d: usize, theta: f32) -> Builder {
     let mut b = Builder::new();
     let x = b.input("x", DType::F32, &[heads, d]);
     let p = b.input("position", DType::I32, &[1]);
-    let y = b.op(Op::Rope { theta }, &[x, p]);
+    let y = b.op(
+        Op::Rope {
+            theta,
+            scaling: RopeScaling::Default,
+        },
+        &[x, p],
+    );
     b.results(&[y]);
     b
 }

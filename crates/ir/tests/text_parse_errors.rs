@@ -119,7 +119,7 @@ return %2
         "%2 = matmul(%1, @w) : f32[1, 32]\n%3 = add(%1, %2) : f32[1, 64]\nreturn %3\n",
         6,
         14,
-        &["add expects equal shapes, got f32[1, 64] and f32[1, 32]"],
+        &["add expects b of a's shape or [64] (one row), got f32[1, 64] and f32[1, 32]"],
     );
     assert_err(
         "%2 = reshape(%1) {shape = [4, 4]} : f32[4, 4]\nreturn %2\n",
@@ -470,4 +470,132 @@ fn concat_overflow_is_an_error_not_a_panic() {
     let (line, col, msg) = err(&src);
     assert_eq!((line, col), (2, 6));
     assert!(msg.contains("more than 2^48"), "{msg}");
+}
+
+/// Lines 5 and 6: a position and `%h [4, 16]` for the rope lines (line 7).
+const ROPE_PRELUDE: &str = "\
+%p = input \"position\" : i32[1]
+%h = reshape(%1) {shape = [4, 16]} : f32[4, 16]
+";
+
+#[test]
+fn rope_scaling_attributes() {
+    let rope = |attrs: &str| {
+        format!("{ROPE_PRELUDE}%r = rope(%h, %p) {{{attrs}}} : f32[4, 16]\nreturn %r\n")
+    };
+    let llama3 = "factor = 8, low_freq_factor = 1, high_freq_factor = 4, original_max_position_embeddings = 8192";
+    // `%r = rope(%h, %p) {` is 19 chars: the first attribute name is at column 20.
+    assert_err(
+        &rope("theta = 5e5, rope_type = yarn"),
+        7,
+        45,
+        &["attribute `rope_type` expects `default` or `llama3`, got `yarn`"],
+    );
+    assert_err(
+        &rope("theta = 5e5, rope_type = 3"),
+        7,
+        45,
+        &["attribute `rope_type` expects a name like `llama3`, got `3`"],
+    );
+    assert_err(
+        &rope("theta = 5e5, factor = 8"),
+        7,
+        42,
+        &["attribute `factor` needs `rope_type = llama3`; the default scaling has no parameters"],
+    );
+    assert_err(
+        &rope("theta = 5e5, rope_type = default, low_freq_factor = 1"),
+        7,
+        72,
+        &["attribute `low_freq_factor` needs `rope_type = llama3`"],
+    );
+    assert_err(
+        &rope("theta = 5e5, rope_type = llama3, factor = 8, low_freq_factor = 1, original_max_position_embeddings = 8192"),
+        7,
+        127,
+        &[
+            "rope with `rope_type = llama3` needs attribute `high_freq_factor`",
+            "llama3 takes `factor`, `low_freq_factor`, `high_freq_factor`, `original_max_position_embeddings`",
+        ],
+    );
+    // Parameters the formula cannot use point at the offending value.
+    assert_err(
+        &rope(&format!(
+            "theta = 5e5, rope_type = llama3, {}",
+            llama3.replace("high_freq_factor = 4", "high_freq_factor = 1")
+        )),
+        7,
+        105,
+        &["rope expects llama3 `high_freq_factor` finite and > low_freq_factor (1e0), got 1e0"],
+    );
+    assert_err(
+        &rope(&format!(
+            "theta = 5e5, rope_type = llama3, {}",
+            llama3.replace("factor = 8", "factor = -8")
+        )),
+        7,
+        62,
+        &["rope expects llama3 `factor` finite and > 0, got -8e0"],
+    );
+    assert_err(
+        &rope(&format!(
+            "theta = 5e5, rope_type = llama3, {}",
+            llama3.replace("8192", "0")
+        )),
+        7,
+        143,
+        &["rope expects llama3 `original_max_position_embeddings` > 0, got 0"],
+    );
+    assert_err(
+        &rope(&format!("theta = 5e5, rope_type = llama3, {}", llama3.replace("8192", "8.5e3"))),
+        7,
+        143,
+        &["attribute `original_max_position_embeddings` expects an integer in 0..=2^48, got `8.5e3`"],
+    );
+    assert_err(
+        &rope("theta = 5e5, scaling = llama3"),
+        7,
+        33,
+        &["unknown attribute `scaling`; rope takes `theta`, and optionally `rope_type` (`default` or `llama3`; llama3 also takes `factor`, `low_freq_factor`, `high_freq_factor`, `original_max_position_embeddings`)"],
+    );
+    // Ops without a rope do not take the scaling attributes.
+    assert_err(
+        "%2 = rms_norm(%1, @ln) {eps = 1e-6, rope_type = llama3} : f32[1, 64]\nreturn %2\n",
+        5,
+        37,
+        &["unknown attribute `rope_type`; rms_norm takes `eps`"],
+    );
+}
+
+#[test]
+fn token_counts_must_agree() {
+    let src = format!(
+        "{ROPE_PRELUDE}\
+         kv_cache @kc : f32[8, 2, 16]\n\
+         kv_cache @vc : f32[8, 2, 16]\n\
+         %q = input \"q\" : f32[4, 4, 16]\n\
+         %k = input \"k\" : f32[3, 2, 16]\n\
+         %v = input \"v\" : f32[4, 2, 16]\n\
+         %a = attention(%q, %k, %v, @kc, @vc, %p) {{scale = 2.5e-1}} : f32[4, 4, 16]\n\
+         return %a\n"
+    );
+    assert_err(
+        &src,
+        12,
+        20,
+        &["attention expects q and k with one token count T = 4, got f32[4, 4, 16] and f32[3, 2, 16]"],
+    );
+    let src = format!(
+        "{ROPE_PRELUDE}\
+         %q = input \"q\" : f32[4, 4, 16]\n\
+         %k = input \"k\" : f32[2, 16]\n\
+         %qr, %kr = fused_qk_norm_rope(%q, %k, @ln, @ln, %p) {{eps = 1e-6, theta = 1e6}} : f32[4, 4, 16], f32[2, 16]\n\
+         return %qr\n"
+    );
+    assert_err(
+        &src,
+        9,
+        35,
+        &["fused_qk_norm_rope expects q and k of one rank"],
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use braid_ir::{text, verify, DType, Graph, Op, OpKind, TensorType, Value};
+use braid_ir::{text, verify, DType, Graph, Op, OpKind, RopeScaling, TensorType, Value};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -118,8 +118,22 @@ fn unfused_layer() -> Graph {
     );
     let qn = op(&mut g, Op::RmsNorm { eps: EPS }, &[q2, qn_w]);
     let kn = op(&mut g, Op::RmsNorm { eps: EPS }, &[k2, kn_w]);
-    let qr = op(&mut g, Op::Rope { theta: THETA }, &[qn, pos]);
-    let kr = op(&mut g, Op::Rope { theta: THETA }, &[kn, pos]);
+    let qr = op(
+        &mut g,
+        Op::Rope {
+            theta: THETA,
+            scaling: RopeScaling::Default,
+        },
+        &[qn, pos],
+    );
+    let kr = op(
+        &mut g,
+        Op::Rope {
+            theta: THETA,
+            scaling: RopeScaling::Default,
+        },
+        &[kn, pos],
+    );
     let scale = (D as f32).powf(-0.5);
     let a = op(&mut g, Op::Attention { scale }, &[qr, kr, v2, kc, vc, pos]);
     let a2 = op(
@@ -201,6 +215,7 @@ fn fused_layer() -> Graph {
         Op::FusedQkNormRope {
             eps: EPS,
             theta: THETA,
+            scaling: RopeScaling::Default,
         },
         &[q2, k2, qn_w, kn_w, pos],
     );
@@ -231,6 +246,106 @@ fn fused_layer() -> Graph {
     g
 }
 
+/// Llama 3.2's rope scaling (its `config.json`).
+const LLAMA3: RopeScaling = RopeScaling::Llama3 {
+    factor: 32.0,
+    low_freq_factor: 1.0,
+    high_freq_factor: 4.0,
+    original_max_position_embeddings: 8192,
+};
+
+/// Tokens of the prefill graph.
+const T: usize = 3;
+
+/// A fused prefill step of `T` tokens in a Qwen2 / Llama 3 mix: q/k/v biases packed into one
+/// `fused_rms_norm_matmul_add`, no q/k norm, Llama 3 rope scaling, rank-3 heads, a row-broadcast
+/// `add` and `mul`, the last row taken by a `split` along axis 0 for the LM head.
+fn prefill_biased_layer() -> Graph {
+    let mut g = Graph::new();
+    let bf = DType::BF16;
+    let token = input(&mut g, "token", ty(DType::I32, &[T]));
+    let pos = input(&mut g, "position", ty(DType::I32, &[1]));
+    let embed = weight(&mut g, "model.embed_tokens.weight", bf, &[VOCAB, H]);
+    let p = "model.layers.0.";
+    let w = |g: &mut Graph, n: &str, s: &[usize]| weight(g, &format!("{p}{n}"), bf, s);
+    let ln1 = w(&mut g, "input_layernorm.weight", &[H]);
+    let wq = w(&mut g, "self_attn.q_proj.weight", &[NH * D, H]);
+    let wk = w(&mut g, "self_attn.k_proj.weight", &[NKV * D, H]);
+    let wv = w(&mut g, "self_attn.v_proj.weight", &[NKV * D, H]);
+    let bq = w(&mut g, "self_attn.q_proj.bias", &[NH * D]);
+    let bk = w(&mut g, "self_attn.k_proj.bias", &[NKV * D]);
+    let bv = w(&mut g, "self_attn.v_proj.bias", &[NKV * D]);
+    let wo = w(&mut g, "self_attn.o_proj.weight", &[H, NH * D]);
+    let scale_w = w(&mut g, "extra.scale", &[H]);
+    let shift_w = w(&mut g, "extra.shift", &[H]);
+    let kc = kv_cache(&mut g, "model.layers.0.k_cache", bf, &[CTX, NKV, D]);
+    let vc = kv_cache(&mut g, "model.layers.0.v_cache", bf, &[CTX, NKV, D]);
+    let norm = weight(&mut g, "model.norm.weight", bf, &[H]);
+
+    let x = op(&mut g, Op::Embedding, &[embed, token]);
+    let wqkv = op(&mut g, Op::Concat { axis: 0 }, &[wq, wk, wv]);
+    let bqkv = op(&mut g, Op::Concat { axis: 0 }, &[bq, bk, bv]);
+    let qkv = op(
+        &mut g,
+        Op::FusedRmsNormMatmulAdd { eps: EPS },
+        &[x, ln1, wqkv, bqkv],
+    );
+    let parts = outputs(
+        &mut g,
+        Op::Split {
+            axis: 1,
+            sizes: vec![NH * D, NKV * D, NKV * D],
+        },
+        &[qkv],
+    );
+    let heads = |g: &mut Graph, v: Value, n: usize| {
+        op(
+            g,
+            Op::Reshape {
+                shape: vec![T, n, D],
+            },
+            &[v],
+        )
+    };
+    let q3 = heads(&mut g, parts[0], NH);
+    let k3 = heads(&mut g, parts[1], NKV);
+    let v3 = heads(&mut g, parts[2], NKV);
+    let rope = Op::Rope {
+        theta: 5e5,
+        scaling: LLAMA3,
+    };
+    let qr = op(&mut g, rope.clone(), &[q3, pos]);
+    let kr = op(&mut g, rope, &[k3, pos]);
+    let scale = (D as f32).powf(-0.5);
+    let a = op(&mut g, Op::Attention { scale }, &[qr, kr, v3, kc, vc, pos]);
+    let a2 = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![T, NH * D],
+        },
+        &[a],
+    );
+    let x1 = op(&mut g, Op::FusedMatmulAdd, &[a2, wo, x]);
+    let scaled = op(&mut g, Op::Mul, &[x1, scale_w]);
+    let shifted = op(&mut g, Op::Add, &[scaled, shift_w]);
+    let rows = outputs(
+        &mut g,
+        Op::Split {
+            axis: 0,
+            sizes: vec![T - 1, 1],
+        },
+        &[shifted],
+    );
+    let logits = op(
+        &mut g,
+        Op::FusedRmsNormMatmul { eps: EPS },
+        &[rows[1], norm, embed],
+    );
+    let next = op(&mut g, Op::Argmax, &[logits]);
+    g.set_results(vec![logits, next]);
+    g
+}
+
 /// Asserts that `g` prints, parses to a verified graph, and prints the same text again.
 fn assert_round_trip(g: &Graph) -> String {
     let printed = text::print(g);
@@ -250,10 +365,14 @@ fn kinds(g: &Graph) -> BTreeSet<OpKind> {
 
 #[test]
 fn hand_written_graphs_cover_every_op_kind_and_round_trip() {
-    let (unfused, fused) = (unfused_layer(), fused_layer());
+    let (unfused, fused, prefill) = (unfused_layer(), fused_layer(), prefill_biased_layer());
     verify(&unfused).unwrap();
     verify(&fused).unwrap();
-    let covered: BTreeSet<OpKind> = kinds(&unfused).union(&kinds(&fused)).copied().collect();
+    verify(&prefill).unwrap();
+    let covered: BTreeSet<OpKind> = [&unfused, &fused, &prefill]
+        .into_iter()
+        .flat_map(kinds)
+        .collect();
     let all: BTreeSet<OpKind> = OpKind::ALL.into_iter().collect();
     assert_eq!(covered, all, "missing: {:?}", all.difference(&covered));
     let text = assert_round_trip(&unfused);
@@ -269,6 +388,77 @@ fn hand_written_graphs_cover_every_op_kind_and_round_trip() {
         "%10, %11 = fused_qk_norm_rope(%7, %8, @model.layers.0.self_attn.q_norm.weight, \
          @model.layers.0.self_attn.k_norm.weight, %9) {eps = 1e-6, theta = 1e6} : f32[4, 16], f32[2, 16]\n"
     ));
+    let text = assert_round_trip(&prefill);
+    for line in [
+        "%0 = input \"token\" : i32[3]\n",
+        "%1 = embedding(@model.embed_tokens.weight, %0) : f32[3, 64]\n",
+        "%4 = fused_rms_norm_matmul_add(%1, @model.layers.0.input_layernorm.weight, %2, %3) \
+         {eps = 1e-6} : f32[3, 128]\n",
+        "%10 = rope(%8, %9) {theta = 5e5, rope_type = llama3, factor = 3.2e1, low_freq_factor = 1e0, \
+         high_freq_factor = 4e0, original_max_position_embeddings = 8192} : f32[3, 4, 16]\n",
+        "%14 = attention(%10, %12, %13, @model.layers.0.k_cache, @model.layers.0.v_cache, %9) \
+         {scale = 2.5e-1} : f32[3, 4, 16]\n",
+        "%17 = mul(%16, @model.layers.0.extra.scale) : f32[3, 64]\n",
+        "%18 = add(%17, @model.layers.0.extra.shift) : f32[3, 64]\n",
+        "%19, %20 = split(%18) {axis = 0, sizes = [2, 1]} : f32[2, 64], f32[1, 64]\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
+#[test]
+fn rope_scaling_attributes_round_trip_and_default_prints_as_before() {
+    let src = "\
+%x = input \"x\" : f32[2, 4]
+%p = input \"position\" : i32[1]
+%a = rope(%x, %p) {theta = 1e4, rope_type = default} : f32[2, 4]
+%b = rope(%x, %p) {original_max_position_embeddings = 4096, high_freq_factor = 4, factor = 8, rope_type = llama3, low_freq_factor = 1, theta = 5e5} : f32[2, 4]
+%c = rope(%b, %p) {theta = 5e5, rope_type = llama3, factor = 8, low_freq_factor = 1, high_freq_factor = 4, original_max_position_embeddings = 4096} : f32[2, 4]
+return %a, %c
+";
+    let g = text::parse(src).unwrap();
+    let printed = text::print(&g);
+    let llama3 =
+        "rope_type = llama3, factor = 8e0, low_freq_factor = 1e0, high_freq_factor = 4e0, \
+                  original_max_position_embeddings = 4096";
+    assert_eq!(
+        printed,
+        format!(
+            "%0 = input \"x\" : f32[2, 4]\n\
+             %1 = input \"position\" : i32[1]\n\
+             %2 = rope(%0, %1) {{theta = 1e4}} : f32[2, 4]\n\
+             %3 = rope(%0, %1) {{theta = 5e5, {llama3}}} : f32[2, 4]\n\
+             %4 = rope(%3, %1) {{theta = 5e5, {llama3}}} : f32[2, 4]\n\
+             return %2, %4\n"
+        )
+    );
+    assert_round_trip(&g);
+    let Op::Rope { scaling, .. } = &g.node(g.results()[1].node).unwrap().op else {
+        panic!("not a rope");
+    };
+    assert_eq!(
+        *scaling,
+        RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 4096,
+        }
+    );
+    // fused_qk_norm_rope carries the same attributes.
+    let src = "\
+weight @n : f32[4]
+%q = input \"q\" : f32[3, 2, 4]
+%k = input \"k\" : f32[3, 1, 4]
+%p = input \"position\" : i32[1]
+%qr, %kr = fused_qk_norm_rope(%q, %k, @n, @n, %p) {eps = 1e-6, theta = 5e5, rope_type = llama3, factor = 32, low_freq_factor = 1, high_freq_factor = 4, original_max_position_embeddings = 8192} : f32[3, 2, 4], f32[3, 1, 4]
+return %qr, %kr
+";
+    let printed = assert_round_trip(&text::parse(src).unwrap());
+    assert!(printed.contains(
+        "{eps = 1e-6, theta = 5e5, rope_type = llama3, factor = 3.2e1, low_freq_factor = 1e0, \
+         high_freq_factor = 4e0, original_max_position_embeddings = 8192} : f32[3, 2, 4], f32[3, 1, 4]\n"
+    ), "{printed}");
 }
 
 #[test]
@@ -570,10 +760,20 @@ impl RandomGraph {
                 let table = self.weight(&[vocab, hidden]);
                 self.push(Op::Embedding, &[table, ids]);
             }
-            10 if shape.len() == 2 && last % 2 == 0 => {
+            10 if matches!(shape.len(), 2 | 3) && last % 2 == 0 => {
                 let pos = self.ints[self.rng.random_range(0..self.ints.len())];
                 let theta = [1e4, 1e6][self.rng.random_range(0..2)];
-                self.push(Op::Rope { theta }, &[a, pos]);
+                let scaling = if self.rng.random_bool(0.5) {
+                    RopeScaling::Default
+                } else {
+                    RopeScaling::Llama3 {
+                        factor: self.rng.random_range(1.0..64.0),
+                        low_freq_factor: 1.0,
+                        high_freq_factor: self.rng.random_range(1.5..8.0),
+                        original_max_position_embeddings: self.rng.random_range(1..100_000),
+                    }
+                };
+                self.push(Op::Rope { theta, scaling }, &[a, pos]);
             }
             _ => {
                 self.push(Op::Silu, &[a]);

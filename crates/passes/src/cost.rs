@@ -63,6 +63,10 @@ impl AddAssign for Cost {
 ///
 /// Bytes are all inputs read plus all outputs written, except: `embedding` reads one table row per
 /// id; `attention` is charged its whole KV caches (an upper bound: it reads rows `0..=position`).
+/// The fused matmuls are one launch reading everything their parts read from outside, so
+/// `fused_rms_norm_matmul_add(x, g, w, r)` costs `x + g + w + r + out` against the separate nodes'
+/// two launches and the round trip of the matmul's result; a bias `r [n]` (row broadcast) is
+/// charged once, not once per row.
 pub fn op_cost(op: &Op, inputs: &[&TensorType], outputs: &[TensorType], weight_only: bool) -> Cost {
     if weight_only || !op.launches_kernel(inputs) {
         return Cost::ZERO;
@@ -170,6 +174,32 @@ mod tests {
             Cost::ZERO
         );
         assert_eq!(op_cost(&concat, &[&w, &w], &[cat], false).launches, 1);
+    }
+
+    #[test]
+    fn fused_norm_matmul_add_is_one_launch_and_saves_the_round_trip() {
+        let x = TensorType::new(DType::F32, [4, 1024]);
+        let g = TensorType::new(DType::BF16, [1024]);
+        let w = TensorType::new(DType::BF16, [2048, 1024]);
+        let bias = TensorType::new(DType::BF16, [2048]);
+        let y = TensorType::new(DType::F32, [4, 2048]);
+        let fused = op_cost(
+            &Op::FusedRmsNormMatmulAdd { eps: 1e-6 },
+            &[&x, &g, &w, &bias],
+            std::slice::from_ref(&y),
+            false,
+        );
+        assert_eq!(fused.launches, 1);
+        let bytes = 4 * 1024 * 4 + 1024 * 2 + 2048 * 1024 * 2 + 2048 * 2 + 4 * 2048 * 4;
+        assert_eq!(fused.bytes, bytes as u64);
+        let parts = op_cost(
+            &Op::FusedRmsNormMatmul { eps: 1e-6 },
+            &[&x, &g, &w],
+            std::slice::from_ref(&y),
+            false,
+        ) + op_cost(&Op::Add, &[&y, &bias], std::slice::from_ref(&y), false);
+        assert_eq!(parts.launches, 2);
+        assert_eq!(parts.bytes - fused.bytes, 2 * y.size_bytes() as u64);
     }
 
     #[test]

@@ -4,14 +4,16 @@
 //! leaves ([`BraidLang::Attr`], an interned symbol) followed by its tensor inputs in slot order, e.g.
 //! `(rms_norm eps x g)` or `(split axis sizes x)`. Attributes are children rather than part of the
 //! discriminant so that `define_language!` can derive everything, and so that rules can bind them
-//! with pattern variables (`?eps`) and require two ops to share one (`rope` theta in the q/k rule).
-//! Floats are stored as their exact bit pattern (`f32:0x358637bd`), so a round trip is lossless.
+//! with pattern variables (`?eps`) and require two ops to share one (`rope` theta and scaling in the
+//! q/k rule). Floats are stored as their exact bit pattern (`f32:0x358637bd`), so a round trip is
+//! lossless; a rope scaling is one symbol ([`rope_scaling_attr`]: `default`, or `llama3(..)` with
+//! its parameters' bits), so two ropes share the class only when every parameter is equal.
 //!
 //! Leaves carry their name and full type: `(weight name ty)` with `ty` like `bf16[1000,64]`.
 //! Multi-output ops (`split`, `fused_qk_norm_rope`) are one tuple e-node plus `(get index tuple)`
 //! projections. The graph's ordered results hang under one synthetic `(root r0 r1 ..)` node.
 
-use braid_ir::{DType, Op, TensorType};
+use braid_ir::{DType, Op, RopeScaling, TensorType};
 use egg::{define_language, Id, Symbol};
 
 define_language! {
@@ -22,13 +24,14 @@ define_language! {
     /// | --- | --- |
     /// | `input`, `weight`, `kv_cache` | name, type |
     /// | `rms_norm` | eps, x, g |
-    /// | `rope` | theta, x, position |
+    /// | `rope` | theta, scaling, x, position |
     /// | `attention` | scale, q, k, v, k_cache, v_cache, position |
     /// | `reshape` | shape, x |
     /// | `split` | axis, sizes, x (a tuple) |
     /// | `concat` | axis, x0, x1, .. |
     /// | `fused_rms_norm_matmul` | eps, x, g, w |
-    /// | `fused_qk_norm_rope` | eps, theta, q, k, q_norm, k_norm, position (a tuple) |
+    /// | `fused_rms_norm_matmul_add` | eps, x, g, w, r |
+    /// | `fused_qk_norm_rope` | eps, theta, scaling, q, k, q_norm, k_norm, position (a tuple) |
     /// | `get` | index, tuple |
     /// | `root` | the graph results, in order |
     /// | others | their tensor inputs, in slot order |
@@ -42,7 +45,7 @@ define_language! {
         "add" = Add([Id; 2]),
         "mul" = Mul([Id; 2]),
         "silu" = Silu(Id),
-        "rope" = Rope([Id; 3]),
+        "rope" = Rope([Id; 4]),
         "attention" = Attention([Id; 7]),
         "reshape" = Reshape([Id; 2]),
         "split" = Split([Id; 3]),
@@ -51,7 +54,8 @@ define_language! {
         "fused_rms_norm_matmul" = FusedRmsNormMatmul([Id; 4]),
         "fused_gated_mlp" = FusedGatedMlp([Id; 3]),
         "fused_matmul_add" = FusedMatmulAdd([Id; 3]),
-        "fused_qk_norm_rope" = FusedQkNormRope([Id; 7]),
+        "fused_qk_norm_rope" = FusedQkNormRope([Id; 8]),
+        "fused_rms_norm_matmul_add" = FusedRmsNormMatmulAdd([Id; 5]),
         "get" = Get([Id; 2]),
         "root" = Root(Box<[Id]>),
         Attr(Symbol),
@@ -116,6 +120,50 @@ fn parse_dims(s: &str) -> Option<Vec<usize>> {
     inner.split(',').map(|d| d.parse().ok()).collect()
 }
 
+/// Encodes a rope scaling: `default`, or `llama3(f32:0x42000000,f32:0x3f800000,f32:0x40800000,8192)`
+/// (factor, low_freq_factor, high_freq_factor as exact bits, original_max_position_embeddings).
+pub fn rope_scaling_attr(s: &RopeScaling) -> Symbol {
+    match s {
+        RopeScaling::Default => Symbol::from("default"),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => Symbol::from(format!(
+            "llama3({},{},{},{original_max_position_embeddings})",
+            f32_attr(*factor),
+            f32_attr(*low_freq_factor),
+            f32_attr(*high_freq_factor)
+        )),
+    }
+}
+
+/// Decodes an attribute written by [`rope_scaling_attr`]. Errors name the symbol.
+pub fn parse_rope_scaling_attr(s: Symbol) -> Result<RopeScaling, String> {
+    let text = s.as_str();
+    if text == "default" {
+        return Ok(RopeScaling::Default);
+    }
+    let parsed = (|| {
+        let inner = text.strip_prefix("llama3(")?.strip_suffix(')')?;
+        let parts: Vec<&str> = inner.split(',').collect();
+        let [f, lo, hi, old] = parts.as_slice() else {
+            return None;
+        };
+        let float = |p: &str| parse_f32_attr(Symbol::from(p)).ok();
+        Some(RopeScaling::Llama3 {
+            factor: float(f)?,
+            low_freq_factor: float(lo)?,
+            high_freq_factor: float(hi)?,
+            original_max_position_embeddings: old.parse().ok()?,
+        })
+    })();
+    parsed.ok_or_else(|| {
+        format!("expected a rope scaling attribute like `default` or `llama3(f32:..,f32:..,f32:..,8192)`, got `{s}`")
+    })
+}
+
 /// Encodes a tensor type, e.g. `bf16[1000,64]`.
 pub fn type_attr(t: &TensorType) -> Symbol {
     Symbol::from(format!("{}{}", t.dtype.name(), dims_attr(&t.shape)))
@@ -159,7 +207,10 @@ impl BraidLang {
             Op::Add => BraidLang::Add([i(0), i(1)]),
             Op::Mul => BraidLang::Mul([i(0), i(1)]),
             Op::Silu => BraidLang::Silu(i(0)),
-            Op::Rope { theta } => BraidLang::Rope([add_attr(f32_attr(*theta)), i(0), i(1)]),
+            Op::Rope { theta, scaling } => {
+                let t = add_attr(f32_attr(*theta));
+                BraidLang::Rope([t, add_attr(rope_scaling_attr(scaling)), i(0), i(1)])
+            }
             Op::Attention { scale } => {
                 let s = add_attr(f32_attr(*scale));
                 BraidLang::Attention([s, i(0), i(1), i(2), i(3), i(4), i(5)])
@@ -181,9 +232,17 @@ impl BraidLang {
             }
             Op::FusedGatedMlp => BraidLang::FusedGatedMlp([i(0), i(1), i(2)]),
             Op::FusedMatmulAdd => BraidLang::FusedMatmulAdd([i(0), i(1), i(2)]),
-            Op::FusedQkNormRope { eps, theta } => {
+            Op::FusedQkNormRope {
+                eps,
+                theta,
+                scaling,
+            } => {
                 let (e, t) = (add_attr(f32_attr(*eps)), add_attr(f32_attr(*theta)));
-                BraidLang::FusedQkNormRope([e, t, i(0), i(1), i(2), i(3), i(4)])
+                let s = add_attr(rope_scaling_attr(scaling));
+                BraidLang::FusedQkNormRope([e, t, s, i(0), i(1), i(2), i(3), i(4)])
+            }
+            Op::FusedRmsNormMatmulAdd { eps } => {
+                BraidLang::FusedRmsNormMatmulAdd([add_attr(f32_attr(*eps)), i(0), i(1), i(2), i(3)])
             }
         }
     }
@@ -226,9 +285,10 @@ impl BraidLang {
             L::Add(ch) => op(Op::Add, ch),
             L::Mul(ch) => op(Op::Mul, ch),
             L::Silu(x) => op(Op::Silu, &[*x]),
-            L::Rope([t, rest @ ..]) => op(
+            L::Rope([t, s, rest @ ..]) => op(
                 Op::Rope {
                     theta: parse_f32_attr(a(*t, "rope theta")?)?,
+                    scaling: parse_rope_scaling_attr(a(*s, "rope scaling")?)?,
                 },
                 rest,
             ),
@@ -269,10 +329,17 @@ impl BraidLang {
             ),
             L::FusedGatedMlp(ch) => op(Op::FusedGatedMlp, ch),
             L::FusedMatmulAdd(ch) => op(Op::FusedMatmulAdd, ch),
-            L::FusedQkNormRope([e, t, rest @ ..]) => op(
+            L::FusedQkNormRope([e, t, s, rest @ ..]) => op(
                 Op::FusedQkNormRope {
                     eps: parse_f32_attr(a(*e, "fused_qk_norm_rope eps")?)?,
                     theta: parse_f32_attr(a(*t, "fused_qk_norm_rope theta")?)?,
+                    scaling: parse_rope_scaling_attr(a(*s, "fused_qk_norm_rope scaling")?)?,
+                },
+                rest,
+            ),
+            L::FusedRmsNormMatmulAdd([e, rest @ ..]) => op(
+                Op::FusedRmsNormMatmulAdd {
+                    eps: parse_f32_attr(a(*e, "fused_rms_norm_matmul_add eps")?)?,
                 },
                 rest,
             ),
@@ -305,5 +372,32 @@ mod tests {
         );
         assert!(parse_type_attr(Symbol::from("q8[3]")).is_err());
         assert!(parse_f32_attr(Symbol::from("1e-6")).is_err());
+    }
+
+    #[test]
+    fn rope_scalings_round_trip_exactly() {
+        let llama3 = RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        assert_eq!(rope_scaling_attr(&RopeScaling::Default).as_str(), "default");
+        assert_eq!(
+            rope_scaling_attr(&llama3).as_str(),
+            "llama3(f32:0x42000000,f32:0x3f800000,f32:0x40800000,8192)"
+        );
+        for s in [RopeScaling::Default, llama3] {
+            assert_eq!(parse_rope_scaling_attr(rope_scaling_attr(&s)).unwrap(), s);
+        }
+        for bad in [
+            "llama3",
+            "llama3(f32:0x42000000,8192)",
+            "yarn(1)",
+            "llama3(1,2,3,4)",
+        ] {
+            let e = parse_rope_scaling_attr(Symbol::from(bad)).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! Fusion passes for the braid IR. A decode-step [`braid_ir::Graph`] is loaded into an egg e-graph
 //! ([`language`], [`convert`]), saturated with rewrite rules ([`rules`]: horizontal q/k/v and
-//! gate/up merges, RMSNorm + matmul, the gated MLP tail, matmul + residual add, q/k norm + rope),
-//! and the cheapest equivalent graph under an estimated-time cost model ([`cost`]: launch overhead +
-//! bytes moved / bandwidth) is extracted back ([`extract`]). Plain graph passes ([`dce`]) run
-//! after. A Qwen3 layer comes out as 6 kernel-launching nodes: `fused_rms_norm_matmul` (qkv),
-//! `fused_qk_norm_rope`, `attention`, `fused_matmul_add` (o_proj + residual),
-//! `fused_rms_norm_matmul` (gate/up) and `fused_gated_mlp`.
+//! gate/up merges and their bias packing, RMSNorm + matmul (+ add), the gated MLP tail, matmul +
+//! residual or bias add, q/k norm + rope), and the cheapest equivalent graph under an
+//! estimated-time cost model ([`cost`]: launch overhead + bytes moved / bandwidth) is extracted
+//! back ([`extract`]). Plain graph passes ([`dce`]) run after. A Qwen3 decode layer comes out as 6
+//! kernel-launching nodes: `fused_rms_norm_matmul` (qkv), `fused_qk_norm_rope`, `attention`,
+//! `fused_matmul_add` (o_proj + residual), `fused_rms_norm_matmul` (gate/up) and
+//! `fused_gated_mlp`. A Qwen2 layer packs its q/k/v biases into `fused_rms_norm_matmul_add` and,
+//! without q/k norm, keeps two `rope`s (7 nodes), as does a Llama layer (plain
+//! `fused_rms_norm_matmul`). A prefill chunk (`T` tokens) fuses into the same nodes; its packed
+//! q/k/v `split` is then a strided copy, not a view, so it counts one launch more per layer.
 //!
 //! ## Public API
 //!

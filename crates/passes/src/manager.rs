@@ -23,10 +23,10 @@ pub trait Pass {
 /// Every pass name, in the order `--help` lists them:
 /// - `fuse`: all rewrite rules at once (horizontal merges, norm+matmul, gated MLP, residual add,
 ///   q/k norm+rope), then cost-based extraction;
-/// - `fuse-horizontal`: q/k/v and gate/up matmul merges only;
-/// - `fuse-norm-matmul`: `rms_norm` into the following matmul only;
+/// - `fuse-horizontal`: q/k/v and gate/up matmul merges, and the packing of their bias adds;
+/// - `fuse-norm-matmul`: `rms_norm` into the following matmul (or `fused_matmul_add`) only;
 /// - `fuse-mlp`: the gated MLP tail only (needs the gate/up merge already done);
-/// - `fuse-residual`: matmul + residual add only;
+/// - `fuse-residual`: matmul (or `fused_rms_norm_matmul`) + residual or bias add only;
 /// - `fuse-qk-norm-rope`: q/k norm + rope only;
 /// - `dce`: dead-code elimination.
 pub fn pass_names() -> &'static [&'static str] {

@@ -131,3 +131,88 @@ fn the_check_catches_a_wrong_rewrite() {
         "a graph without the silu passed the equivalence check"
     );
 }
+
+#[test]
+fn horizontal_qkv_bias_keeps_results() {
+    check("horizontal_qkv_bias", "fuse-horizontal", OpKind::Split);
+    // With the residual theme the packed bias lands in the matmul's epilogue: one launch.
+    check("horizontal_qkv_bias", "default", OpKind::FusedMatmulAdd);
+    let fused = run_passes(&fixture("horizontal_qkv_bias"), "default");
+    assert_eq!(
+        common::launching_nodes(&fused),
+        1,
+        "{}",
+        common::text(&fused)
+    );
+    assert_eq!(count(&fused, OpKind::Add), 0);
+}
+
+#[test]
+fn norm_matmul_add_keeps_results_from_either_theme_order() {
+    check("norm_matmul_add", "default", OpKind::FusedRmsNormMatmulAdd);
+    let g = fixture("norm_matmul_add");
+    let want = common::text(&run_passes(&g, "default"));
+    for spec in [
+        "fuse-norm-matmul,fuse-residual",
+        "fuse-residual,fuse-norm-matmul",
+    ] {
+        let after = run_passes(&g, spec);
+        assert_eq!(common::text(&after), want, "{spec}");
+        assert_equivalent(&g, &after, 2, 1);
+    }
+}
+
+#[test]
+fn biases_that_are_not_weight_rows_of_each_part_are_left_alone() {
+    // v's "bias" is a computed row, not a weight: no bias packing (it would need a run-time
+    // concat); the matmuls still merge.
+    let before = parse_ir(
+        "weight @wq : bf16[32, 32]
+weight @wk : bf16[16, 32]
+weight @wv : bf16[16, 32]
+weight @bq : bf16[32]
+weight @bk : bf16[16]
+%x = input \"x\" : f32[1, 32]
+%bv = input \"bv\" : f32[16]
+%q = matmul(%x, @wq) : f32[1, 32]
+%k = matmul(%x, @wk) : f32[1, 16]
+%v = matmul(%x, @wv) : f32[1, 16]
+%qb = add(%q, @bq) : f32[1, 32]
+%kb = add(%k, @bk) : f32[1, 16]
+%vb = add(%v, %bv) : f32[1, 16]
+return %qb, %kb, %vb
+",
+    );
+    let after = run_passes(&before, "fuse-horizontal");
+    assert_eq!(count(&after, OpKind::Add), 3, "{}", common::text(&after));
+    assert_eq!(count(&after, OpKind::Concat), 1);
+    assert_equivalent(&before, &after, 4, 1);
+}
+
+#[test]
+fn qk_norm_rope_needs_equal_rope_attributes() {
+    // k's rope has a Llama 3 scaling, q's the default: fusing them would change k.
+    let text = common::fixture_text("qk_norm_rope");
+    let scaled = "{theta = 1e6, rope_type = llama3, factor = 8, low_freq_factor = 1, \
+                  high_freq_factor = 4, original_max_position_embeddings = 64}";
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let k_rope = lines
+        .iter()
+        .rposition(|l| l.contains("= rope("))
+        .expect("the fixture has two ropes");
+    lines[k_rope] = lines[k_rope].replace("{theta = 1e6}", scaled);
+    let mixed = parse_ir(&(lines.join("\n") + "\n"));
+    let after = run_passes(&mixed, "fuse-qk-norm-rope");
+    assert_eq!(count(&after, OpKind::FusedQkNormRope), 0);
+    assert_eq!(common::text(&after), common::text(&mixed));
+    // The same scaling on both: they fuse, and the fused node keeps the scaling.
+    let both = parse_ir(&text.replace("{theta = 1e6}", scaled));
+    let after = run_passes(&both, "fuse-qk-norm-rope");
+    assert_eq!(count(&after, OpKind::FusedQkNormRope), 1);
+    assert!(
+        common::text(&after).contains("{eps = 1e-6, theta = 1e6, rope_type = llama3, factor = 8e0"),
+        "{}",
+        common::text(&after)
+    );
+    assert_equivalent(&both, &after, 6, 3);
+}

@@ -23,6 +23,8 @@ const ALL_FIXTURES: &[&str] = &[
     "no_pattern",
     "horizontal_mixed_dtype",
     "qwen3_1layer",
+    "horizontal_qkv_bias",
+    "norm_matmul_add",
 ];
 
 #[test]

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use braid_passes::graph_cost;
 use common::{
-    launching_nodes, matmul_weight_reads, parse_ir, qwen3_ir, qwen3_ir_dims, run_passes, QWEN3_0_6B,
+    decoder_ir, launching_kinds, launching_nodes, matmul_weight_reads, parse_ir, qwen3_ir,
+    qwen3_ir_dims, run_passes, QWEN3, QWEN3_0_6B,
 };
 
 #[test]
@@ -33,4 +34,21 @@ fn qwen3_0_6b_dimensions_reach_six_launches_per_layer() {
     assert_eq!(before.launches, 18 * 28 + 4);
     assert!(after.bytes < before.bytes);
     assert!(after.time_us() < before.time_us());
+}
+
+#[test]
+fn qwen3_0_6b_prefill_chunks_fuse_like_decode() {
+    // Larger T makes the q/k/v split copy dearer; the merge must still win at real widths.
+    let decode = run_passes(&parse_ir(&decoder_ir(2, QWEN3_0_6B, QWEN3)), "default");
+    for t in [2, 16, 128] {
+        let prefill_unfused = parse_ir(&decoder_ir(2, QWEN3_0_6B, QWEN3.prefill(t)));
+        let prefill = run_passes(&prefill_unfused, "default");
+        let mut kinds = launching_kinds(&prefill);
+        assert_eq!(kinds.remove(&braid_ir::OpKind::Split), Some(2), "T = {t}");
+        assert_eq!(kinds, launching_kinds(&decode), "T = {t}");
+        assert_eq!(
+            matmul_weight_reads(&prefill),
+            matmul_weight_reads(&prefill_unfused)
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! Causal GQA attention of one decode step over the rows of a KV cache.
+//! Causal GQA attention of one query token over the rows of a KV cache (a prefill chunk of `T`
+//! tokens calls it once per token, each with its own last row).
 
 use super::math::softmax_in_place;
 use super::matmul::dot;

@@ -12,6 +12,7 @@ use super::math::{add, argmax, mul, rms_norm, rope, silu};
 use super::matmul::matmul;
 use super::value::Val;
 use crate::op::Op;
+use crate::rope::rope_inv_freq;
 use crate::types::TensorType;
 
 /// Evaluates a non-leaf `op` on `ins`, producing values of the types `outs` (from [`Op::infer`]).
@@ -51,9 +52,11 @@ pub(super) fn eval(
         Op::Add => one(add(f(0, "a")?, f(1, "b")?)),
         Op::Mul => one(mul(f(0, "a")?, f(1, "b")?)),
         Op::Silu => one(silu(f(0, "x")?)),
-        Op::Rope { theta } => {
+        Op::Rope { theta, scaling } => {
             let d = ins[0].ty().last_dim();
-            one(rope(f(0, "x")?, d, position(&ins[1])?, *theta))
+            let inv_freq = rope_inv_freq(*theta, scaling, d);
+            let tokens = token_count(ins[0].ty());
+            one(rope(f(0, "x")?, d, tokens, position(&ins[1])?, &inv_freq))
         }
         Op::Attention { scale } => one(attention(&ins, *scale, kv)?),
         Op::Reshape { .. } => Ok(vec![ins[0].retyped(out_ty)]),
@@ -83,17 +86,39 @@ pub(super) fn eval(
             let (x, w, r) = (f(0, "x")?, f(1, "w")?, f(2, "residual")?);
             one(fused::matmul_add(x, rows, k, w, n, r))
         }
-        Op::FusedQkNormRope { eps, theta } => {
+        Op::FusedQkNormRope {
+            eps,
+            theta,
+            scaling,
+        } => {
             let d = ins[0].ty().last_dim();
+            let inv_freq = rope_inv_freq(*theta, scaling, d);
+            let tokens = token_count(ins[0].ty());
             let (q, k) = (f(0, "q")?, f(1, "k")?);
             let (qn, kn) = (f(2, "q_norm")?, f(3, "k_norm")?);
-            let (qr, kr) = fused::qk_norm_rope(q, k, d, qn, kn, position(&ins[4])?, *eps, *theta);
+            let pos = position(&ins[4])?;
+            let (qr, kr) = fused::qk_norm_rope(q, k, d, qn, kn, *eps, tokens, pos, &inv_freq);
             let k_ty = outs
                 .get(1)
                 .cloned()
                 .ok_or("fused_qk_norm_rope infers one output, expected two")?;
             Ok(vec![Val::float(out_ty, qr), Val::float(k_ty, kr)])
         }
+        Op::FusedRmsNormMatmulAdd { eps } => {
+            let (rows, _, n) = matmul_dims(ins[0].ty(), ins[2].ty());
+            let (x, g, w) = (f(0, "x")?, f(1, "norm weight")?, f(2, "w")?);
+            let r = f(3, "residual")?;
+            one(fused::rms_norm_matmul_add(x, rows, g, *eps, w, n, r))
+        }
+    }
+}
+
+/// The token count of a per-head operand: `T` for `[T, heads, d]`, 1 for `[heads, d]`.
+fn token_count(t: &TensorType) -> usize {
+    if t.shape.len() == 3 {
+        t.shape[0]
+    } else {
+        1
     }
 }
 
@@ -127,7 +152,8 @@ fn embedding(table: &[f32], table_ty: &TensorType, ids: &[i32]) -> Result<Vec<f3
     Ok(out)
 }
 
-/// `attention`: stores k, v at row `position` of the caches (rounded to their dtype), then attends.
+/// `attention`: stores the `T` k, v rows at rows `position .. position + T` of the caches (rounded
+/// to their dtype), then query token `t` attends over rows `0 ..= position + t`.
 fn attention(ins: &[Val], scale: f32, kv: &mut KvState) -> Result<Vec<f32>, String> {
     let (q, k, v) = (
         ins[0].floats("q")?,
@@ -143,26 +169,50 @@ fn attention(ins: &[Val], scale: f32, kv: &mut KvState) -> Result<Vec<f32>, Stri
     }
     let position = position(&ins[5])?;
     let max_context = k_ty.shape[0];
-    if position >= max_context {
+    let tokens = token_count(ins[0].ty());
+    if tokens == 1 && position >= max_context {
         return Err(format!(
             "position {position} is out of range for kv_cache @{k_name} with max_context {max_context}"
+        ));
+    }
+    if position
+        .checked_add(tokens)
+        .is_none_or(|end| end > max_context)
+    {
+        return Err(format!(
+            "{tokens} tokens at position {position} (rows {position}..{}) run past kv_cache \
+             @{k_name} with max_context {max_context}; expected position + {tokens} <= {max_context}",
+            position.saturating_add(tokens)
         ));
     }
     // Allocate and type-check both caches before writing either, so an error leaves no half-step.
     kv.entry(k_name, k_ty)?;
     kv.entry(v_name, v_ty)?;
-    kv.store_row(k_name, k_ty, position, k)?;
-    kv.store_row(v_name, v_ty, position, v)?;
-    let shape = AttnShape {
-        h: ins[0].ty().shape[0],
-        kv: ins[1].ty().shape[0],
-        d: ins[0].ty().shape[1],
-        position,
-    };
+    let q_ty = ins[0].ty();
+    let lead = q_ty.shape.len() - 2;
+    let (h, d) = (q_ty.shape[lead], q_ty.shape[lead + 1]);
+    let kv_heads = ins[1].ty().shape[lead];
+    let row = kv_heads * d;
+    for t in 0..tokens {
+        let rows = t * row..(t + 1) * row;
+        kv.store_row(k_name, k_ty, position + t, &k[rows.clone()])?;
+        kv.store_row(v_name, v_ty, position + t, &v[rows])?;
+    }
     let missing = |n: &str| format!("kv_cache @{n} vanished after its store");
     let k_cache = kv.get(k_name).ok_or_else(|| missing(k_name))?;
     let v_cache = kv.get(v_name).ok_or_else(|| missing(v_name))?;
-    Ok(attend(q, &k_cache.data, &v_cache.data, shape, scale))
+    let mut out = Vec::with_capacity(q.len());
+    for t in 0..tokens {
+        let shape = AttnShape {
+            h,
+            kv: kv_heads,
+            d,
+            position: position + t,
+        };
+        let q_t = &q[t * h * d..(t + 1) * h * d];
+        out.extend(attend(q_t, &k_cache.data, &v_cache.data, shape, scale));
+    }
+    Ok(out)
 }
 
 /// The name and type of a `kv_cache` operand; other values are errors (attention writes its caches,

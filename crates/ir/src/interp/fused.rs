@@ -32,7 +32,7 @@ pub(super) fn gated_mlp(
     add(&matmul(&act, rows, i, w_down, h), r)
 }
 
-/// `fused_matmul_add`: `x [rows, k] · w [n, k]ᵀ + r [rows, n]`.
+/// `fused_matmul_add`: `add(matmul(x [rows, k], w [n, k]), r)`, `r` `[rows, n]` or one row `[n]`.
 pub(super) fn matmul_add(
     x: &[f32],
     rows: usize,
@@ -44,7 +44,22 @@ pub(super) fn matmul_add(
     add(&matmul(x, rows, k, w, n), r)
 }
 
-/// `fused_qk_norm_rope`: `(rope(rms_norm(q [h, d], qn)), rope(rms_norm(k [kv, d], kn)))` at `position`.
+/// `fused_rms_norm_matmul_add`: `add(matmul(rms_norm(x [rows, k], g [k]), w [n, k]), r)`, `r`
+/// `[rows, n]` or one row `[n]`.
+pub(super) fn rms_norm_matmul_add(
+    x: &[f32],
+    rows: usize,
+    g: &[f32],
+    eps: f32,
+    w: &[f32],
+    n: usize,
+    r: &[f32],
+) -> Vec<f32> {
+    add(&rms_norm_matmul(x, rows, g, eps, w, n), r)
+}
+
+/// `fused_qk_norm_rope`: `(rope(rms_norm(q, qn)), rope(rms_norm(k, kn)))` for `tokens` tokens
+/// (`q [tokens, h, d]`, `k [tokens, kv, d]`) from `position`, with the frequencies `inv_freq`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn qk_norm_rope(
     q: &[f32],
@@ -52,12 +67,13 @@ pub(super) fn qk_norm_rope(
     d: usize,
     q_norm: &[f32],
     k_norm: &[f32],
-    position: usize,
     eps: f32,
-    theta: f32,
+    tokens: usize,
+    position: usize,
+    inv_freq: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     (
-        rope(&rms_norm(q, q_norm, eps), d, position, theta),
-        rope(&rms_norm(k, k_norm, eps), d, position, theta),
+        rope(&rms_norm(q, q_norm, eps), d, tokens, position, inv_freq),
+        rope(&rms_norm(k, k_norm, eps), d, tokens, position, inv_freq),
     )
 }

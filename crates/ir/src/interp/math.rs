@@ -24,40 +24,64 @@ pub(super) fn silu(x: &[f32]) -> Vec<f32> {
     x.iter().map(|v| v / (1.0 + (-v).exp())).collect()
 }
 
-/// `a + b`, elementwise (equal lengths).
+/// `a + b`, elementwise: `b` has `a`'s length, or is one row added to every row of `a` (PyTorch
+/// broadcasting of `[.., n] + [n]`).
 pub(super) fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x + y).collect()
+    zip_rows(a, b, |x, y| x + y)
 }
 
-/// `a * b`, elementwise (equal lengths).
+/// `a * b`, elementwise, with `b` broadcast over rows as in [`add`].
 pub(super) fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x * y).collect()
+    zip_rows(a, b, |x, y| x * y)
 }
 
-/// Rotary embedding of `x` (`[heads, d]`, `d` even) at `position`, rotate-half layout (HF
-/// `apply_rotary_pos_emb` with the default rope type): for `i < d/2`,
-/// `inv_freq_i = 1 / theta^(2i/d)`, `angle = position * inv_freq_i` (both f32, as HF computes them),
-/// `out[i] = x[i]·cos − x[i+d/2]·sin`, `out[i+d/2] = x[i+d/2]·cos + x[i]·sin`.
-pub(super) fn rope(x: &[f32], d: usize, position: usize, theta: f32) -> Vec<f32> {
-    if d == 0 {
-        return Vec::new();
+/// `f(a[i], b[i])`, or `f(a[r, j], b[j])` for every row `r` when `b` is one row of `a`.
+fn zip_rows(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+    if b.is_empty() || a.len() == b.len() {
+        return a.iter().zip(b).map(|(x, y)| f(*x, *y)).collect();
+    }
+    a.chunks_exact(b.len())
+        .flat_map(|row| row.iter().zip(b).map(|(x, y)| f(*x, *y)))
+        .collect()
+}
+
+/// Rotary embedding of `x` (`tokens` tokens, each `[heads, d]`, `d` even), token `t` at
+/// `position + t`, rotate-half layout (HF `apply_rotary_pos_emb`): for `i < d/2`,
+/// `angle = (position + t) as f32 * inv_freq[i]` (f32, as HF computes it; `inv_freq` from
+/// [`crate::rope_inv_freq`]), `out[i] = x[i]·cos − x[i+d/2]·sin`,
+/// `out[i+d/2] = x[i+d/2]·cos + x[i]·sin`.
+pub(super) fn rope(
+    x: &[f32],
+    d: usize,
+    tokens: usize,
+    position: usize,
+    inv_freq: &[f32],
+) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    let token_len = x.len() / tokens.max(1);
+    if d == 0 || token_len == 0 {
+        return out;
     }
     let half = d / 2;
-    let pos = position as f32;
-    let (cos, sin): (Vec<f32>, Vec<f32>) = (0..half)
-        .map(|i| {
-            let inv_freq = 1.0 / theta.powf((2 * i) as f32 / d as f32);
-            let angle = pos * inv_freq;
-            (angle.cos(), angle.sin())
-        })
-        .unzip();
-    let mut out = vec![0.0; x.len()];
-    for (xh, oh) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let (x1, x2) = xh.split_at(half);
-        let (o1, o2) = oh.split_at_mut(half);
-        for i in 0..half {
-            o1[i] = x1[i] * cos[i] - x2[i] * sin[i];
-            o2[i] = x2[i] * cos[i] + x1[i] * sin[i];
+    let tokens = x
+        .chunks_exact(token_len)
+        .zip(out.chunks_exact_mut(token_len));
+    for (t, (xt, ot)) in tokens.enumerate() {
+        let pos = (position + t) as f32;
+        let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq
+            .iter()
+            .map(|f| {
+                let angle = pos * f;
+                (angle.cos(), angle.sin())
+            })
+            .unzip();
+        for (xh, oh) in xt.chunks_exact(d).zip(ot.chunks_exact_mut(d)) {
+            let (x1, x2) = xh.split_at(half);
+            let (o1, o2) = oh.split_at_mut(half);
+            for i in 0..half {
+                o1[i] = x1[i] * cos[i] - x2[i] * sin[i];
+                o2[i] = x2[i] * cos[i] + x1[i] * sin[i];
+            }
         }
     }
     out

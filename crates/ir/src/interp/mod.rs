@@ -1,6 +1,6 @@
 //! The reference interpreter: the meaning of every op, fused ones included, on the CPU in f32.
 //!
-//! [`Interpreter::run`] evaluates one decode step of a [`Graph`] in [`Graph::topo_order`]. Weights come
+//! [`Interpreter::run`] evaluates one step (one decode token, or a prefill chunk of `T`) of a [`Graph`] in [`Graph::topo_order`]. Weights come
 //! from a [`WeightSource`] and are upcast to f32 once ([`TensorView::to_f32`]); KV caches live in a
 //! [`KvState`] that persists across steps. Formulas follow HF transformers' `modeling_qwen3.py` (see
 //! the op docs in [`crate::op`]); the fused ops are compositions of the same primitive functions as
@@ -61,7 +61,8 @@ impl<'w> Interpreter<'w> {
     /// Errors ([`IrError::Interp`]): an input missing, given twice, or of another type than declared;
     /// a weight missing from the source or of another dtype/shape than declared; a node whose stored
     /// output types disagree with [`Op::infer`]; an embedding id out of range; a position that is
-    /// negative or `>= max_context`; NaN logits in `argmax`. Messages name the node as printed
+    /// negative, or an `attention` whose `T` tokens would run past its cache
+    /// (`position + T > max_context`); NaN logits in `argmax`. Messages name the node as printed
     /// (`%7 = attention: ...`), the input or the weight, and what was expected.
     pub fn run(&mut self, g: &Graph, inputs: &[(&str, Tensor)]) -> Result<Vec<Tensor>, IrError> {
         let order = g.topo_order();

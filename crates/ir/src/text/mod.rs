@@ -26,7 +26,7 @@
 //! leaf      = ( "weight" | "kv_cache" ) global ":" type ;
 //! node      = local { "," local } "=" ( "input" string | op ) ":" type { "," type } ;
 //! op        = opname "(" [ operand { "," operand } ] ")" [ "{" [ attr { "," attr } ] "}" ] ;
-//! attr      = ident "=" ( number | "[" [ int { "," int } ] "]" ) ;
+//! attr      = ident "=" ( number | ident | "[" [ int { "," int } ] "]" ) ;  (* ident: `llama3` *)
 //! return    = "return" operand { "," operand } ;
 //! operand   = local | global ;
 //! local     = "%" name ;
@@ -37,8 +37,12 @@
 //! ```
 //!
 //! Attributes (floats print with Rust's `{:e}`, the shortest text that round-trips, e.g. `1e-6`):
-//! `rms_norm`, `fused_rms_norm_matmul`: `eps`; `rope`: `theta`; `attention`: `scale`;
-//! `reshape`: `shape`; `split`: `axis`, `sizes`; `concat`: `axis`; `fused_qk_norm_rope`: `eps`, `theta`.
+//! `rms_norm`, `fused_rms_norm_matmul`, `fused_rms_norm_matmul_add`: `eps`; `rope`: `theta`;
+//! `attention`: `scale`; `reshape`: `shape`; `split`: `axis`, `sizes`; `concat`: `axis`;
+//! `fused_qk_norm_rope`: `eps`, `theta`. The rope-bearing ops also take an optional frequency
+//! scaling ([`crate::RopeScaling`]) in HF's `rope_scaling` keys, printed only when it is not the
+//! default: `{theta = 5e5, rope_type = llama3, factor = 3.2e1, low_freq_factor = 1e0,
+//! high_freq_factor = 4e0, original_max_position_embeddings = 8192}`.
 //!
 //! The parser checks every node's declared types against [`crate::Op::infer`] on its operands, so a
 //! graph it returns passes [`crate::verify()`]. Every failure is an [`crate::IrError::Parse`] at the

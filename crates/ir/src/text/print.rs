@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::graph::{Graph, Value};
 use crate::op::Op;
+use crate::rope::RopeScaling;
 use crate::types::TensorType;
 
 /// Prints `g` in the IR text form: header lines `weight @name : dtype[shape]` and
@@ -82,17 +83,29 @@ fn join(items: impl Iterator<Item = String>) -> String {
 }
 
 /// The attributes of `op` as printed between braces, e.g. `axis = 1, sizes = [32, 16, 16]`; empty for
-/// ops without attributes. Floats use `{:e}` (shortest text that parses back to the same `f32`).
+/// ops without attributes. Floats use `{:e}` (shortest text that parses back to the same `f32`). A
+/// rope's default scaling prints nothing, so default-rope text reads as before scalings existed.
 pub(crate) fn format_attrs(op: &Op) -> String {
     let list = |xs: &[usize]| format!("[{}]", join(xs.iter().map(usize::to_string)));
     match op {
-        Op::RmsNorm { eps } | Op::FusedRmsNormMatmul { eps } => format!("eps = {eps:e}"),
-        Op::Rope { theta } => format!("theta = {theta:e}"),
+        Op::RmsNorm { eps }
+        | Op::FusedRmsNormMatmul { eps }
+        | Op::FusedRmsNormMatmulAdd { eps } => {
+            format!("eps = {eps:e}")
+        }
+        Op::Rope { theta, scaling } => format!("theta = {theta:e}{}", format_scaling(scaling)),
         Op::Attention { scale } => format!("scale = {scale:e}"),
         Op::Reshape { shape } => format!("shape = {}", list(shape)),
         Op::Split { axis, sizes } => format!("axis = {axis}, sizes = {}", list(sizes)),
         Op::Concat { axis } => format!("axis = {axis}"),
-        Op::FusedQkNormRope { eps, theta } => format!("eps = {eps:e}, theta = {theta:e}"),
+        Op::FusedQkNormRope {
+            eps,
+            theta,
+            scaling,
+        } => format!(
+            "eps = {eps:e}, theta = {theta:e}{}",
+            format_scaling(scaling)
+        ),
         Op::Input { .. }
         | Op::Weight { .. }
         | Op::KvCache { .. }
@@ -104,6 +117,25 @@ pub(crate) fn format_attrs(op: &Op) -> String {
         | Op::Argmax
         | Op::FusedGatedMlp
         | Op::FusedMatmulAdd => String::new(),
+    }
+}
+
+/// The scaling attributes after `theta`: empty for the default, else `, rope_type = llama3,
+/// factor = 3.2e1, low_freq_factor = 1e0, high_freq_factor = 4e0,
+/// original_max_position_embeddings = 8192`.
+fn format_scaling(scaling: &RopeScaling) -> String {
+    match scaling {
+        RopeScaling::Default => String::new(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => format!(
+            ", rope_type = llama3, factor = {factor:e}, low_freq_factor = {low_freq_factor:e}, \
+             high_freq_factor = {high_freq_factor:e}, \
+             original_max_position_embeddings = {original_max_position_embeddings}"
+        ),
     }
 }
 

@@ -1,12 +1,13 @@
 //! Horizontal merges: matmuls that share an input (q/k/v of attention, gate/up of the MLP) become
 //! one matmul against the weights concatenated along the output axis, then a split of its result.
 //! The input row is read once and one kernel runs instead of two or three; the weight `concat` is
-//! folded at load time into one packed weight.
+//! folded at load time into one packed weight. Projections with biases (HF Qwen2's q/k/v) pack
+//! their biases the same way, so the adds follow the one merged matmul instead of its parts.
 
 use braid_ir::Op;
 use egg::{Applier, Id, MultiPattern, PatternAst, Rewrite, Subst, Symbol, Var};
 
-use super::{add_checked, add_get, var};
+use super::{add_checked, add_get, dims_attr_of, usize_attr_of, var};
 use crate::analysis::{BraidEGraph, BraidRewrite, TypeAnalysis};
 use crate::language::BraidLang;
 
@@ -14,13 +15,22 @@ use crate::language::BraidLang;
 ///   `split(matmul(x, concat(wq, wk, wv){axis = 0})){axis = last, sizes = [nq, nk, nv]}`;
 /// - `horizontal-gate-up`: the same for two matmuls (`gate_proj`, `up_proj`).
 ///
-/// A merge applies only when the matched matmuls are *all* the matmuls reading `x` against a plain
-/// weight (so q/k/v never also merge pairwise), the weights share a dtype, and it keeps their order
-/// in the original graph (e-class ids follow conversion order: q before k before v).
+/// - `horizontal-qkv-bias`: `add(get i (split(m){axis = last, sizes}), b_i)` for every part `i` of a
+///   three-way split, each `b_i` a weight `[sizes[i]]` (one dtype) ⇒ the projections of
+///   `split(add(m, concat(b0, b1, b2){axis = 0}))` with the same axis and sizes: after
+///   `horizontal-qkv`, `add(matmul(x, wq), bq)`, .. become one matmul + one (row-broadcast) add,
+///   which the residual and norm themes then fuse into one node;
+/// - `horizontal-gate-up-bias`: the same for a two-way split.
+///
+/// A matmul merge applies only when the matched matmuls are *all* the matmuls reading `x` against a
+/// plain weight (so q/k/v never also merge pairwise), the weights share a dtype, and it keeps their
+/// order in the original graph (e-class ids follow conversion order: q before k before v).
 pub fn rules() -> Vec<BraidRewrite> {
     vec![
         merge_rule("horizontal-qkv", 3),
         merge_rule("horizontal-gate-up", 2),
+        bias_rule("horizontal-qkv-bias", 3),
+        bias_rule("horizontal-gate-up-bias", 2),
     ]
 }
 
@@ -37,6 +47,25 @@ fn merge_rule(name: &str, n: usize) -> BraidRewrite {
         x: var("?x"),
         outs: (0..n).map(|i| var(&format!("?o{i}"))).collect(),
         weights: (0..n).map(|i| var(&format!("?w{i}"))).collect(),
+    };
+    Rewrite::new(name, searcher, applier).unwrap_or_else(|e| panic!("bad rewrite {name}: {e}"))
+}
+
+/// The multi-pattern `?s = (split ?axis ?sizes ?m), ?a0 = (add (get 0 ?s) ?b0), ..` for an `n`-way
+/// split, with the [`MergeBiases`] applier.
+fn bias_rule(name: &str, n: usize) -> BraidRewrite {
+    let mut clauses = vec!["?s = (split ?axis ?sizes ?m)".to_string()];
+    clauses.extend((0..n).map(|i| format!("?a{i} = (add (get {i} ?s) ?b{i})")));
+    let searcher: MultiPattern<BraidLang> = clauses
+        .join(", ")
+        .parse()
+        .unwrap_or_else(|e| panic!("bad multi-pattern for {name}: {e}"));
+    let applier = MergeBiases {
+        m: var("?m"),
+        axis: var("?axis"),
+        sizes: var("?sizes"),
+        adds: (0..n).map(|i| var(&format!("?a{i}"))).collect(),
+        biases: (0..n).map(|i| var(&format!("?b{i}"))).collect(),
     };
     Rewrite::new(name, searcher, applier).unwrap_or_else(|e| panic!("bad rewrite {name}: {e}"))
 }
@@ -132,6 +161,71 @@ impl Applier<BraidLang, TypeAnalysis> for MergeMatmuls {
         let mut vars = vec![self.x];
         vars.extend(&self.outs);
         vars.extend(&self.weights);
+        vars
+    }
+}
+
+/// Applies a bias merge: `adds[i] = add(get i (split(m){axis, sizes}), biases[i])` for every part
+/// of the split ⇒ `adds[i] = get i (split(add(m, concat(biases){axis = 0})){axis, sizes})`.
+#[derive(Debug)]
+struct MergeBiases {
+    m: Var,
+    axis: Var,
+    sizes: Var,
+    adds: Vec<Var>,
+    biases: Vec<Var>,
+}
+
+impl Applier<BraidLang, TypeAnalysis> for MergeBiases {
+    fn apply_one(
+        &self,
+        egraph: &mut BraidEGraph,
+        _eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<BraidLang>>,
+        _rule_name: Symbol,
+    ) -> Vec<Id> {
+        let m = egraph.find(subst[self.m]);
+        let (Some(axis), Some(sizes), Some(m_type)) = (
+            usize_attr_of(egraph, subst, self.axis),
+            dims_attr_of(egraph, subst, self.sizes),
+            egraph[m].data.tensor_type().cloned(),
+        ) else {
+            return Vec::new();
+        };
+        // Every part has its bias, the split cuts the last axis, and each bias is one packed-able
+        // weight row of its part's width (so the concat folds at load time).
+        if sizes.len() != self.biases.len() || axis + 1 != m_type.shape.len() {
+            return Vec::new();
+        }
+        let bs: Vec<Id> = self.biases.iter().map(|&v| egraph.find(subst[v])).collect();
+        let fits = bs.iter().zip(&sizes).all(|(&b, &n)| {
+            let data = &egraph[b].data;
+            data.weight_only && data.tensor_type().is_some_and(|t| t.shape == [n])
+        });
+        if !fits {
+            return Vec::new();
+        }
+        let merged = add_checked(egraph, &Op::Concat { axis: 0 }, &bs)
+            .and_then(|cb| add_checked(egraph, &Op::Add, &[m, cb]))
+            .and_then(|am| add_checked(egraph, &Op::Split { axis, sizes }, &[am]));
+        let Some(split) = merged else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        for (i, &out) in self.adds.iter().enumerate() {
+            let get = add_get(egraph, split, i);
+            if egraph.union(subst[out], get) {
+                changed.push(get);
+            }
+        }
+        changed
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        let mut vars = vec![self.m, self.axis, self.sizes];
+        vars.extend(&self.adds);
+        vars.extend(&self.biases);
         vars
     }
 }

@@ -65,9 +65,9 @@ pub fn random_weights(g: &Graph, seed: u64) -> HashMap<String, HostWeight> {
         .collect()
 }
 
-/// Random inputs for one step: `position` = `step`, `token` (and other i32 inputs) uniform in
+/// Random inputs for one step: `position` = `position`, `token` (and other i32 inputs) uniform in
 /// [0, 32), float inputs uniform in (-1, 1).
-pub fn random_inputs(g: &Graph, step: usize, rng: &mut ChaCha8Rng) -> Vec<(String, Tensor)> {
+pub fn random_inputs(g: &Graph, position: usize, rng: &mut ChaCha8Rng) -> Vec<(String, Tensor)> {
     let mut leaves: Vec<(String, braid_ir::TensorType)> = g
         .node_indices()
         .into_iter()
@@ -81,7 +81,7 @@ pub fn random_inputs(g: &Graph, step: usize, rng: &mut ChaCha8Rng) -> Vec<(Strin
         .into_iter()
         .map(|(name, ty)| {
             let t = match ty.dtype {
-                DType::I32 if name == "position" => Tensor::i32(ty.shape, vec![step as i32]),
+                DType::I32 if name == "position" => Tensor::i32(ty.shape, vec![position as i32]),
                 DType::I32 => {
                     let ints = (0..ty.numel()).map(|_| rng.random_range(0..32)).collect();
                     Tensor::i32(ty.shape, ints)
@@ -113,13 +113,20 @@ pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
 /// weights and inputs, and asserts every result agrees: float results within relative L2 1e-5,
 /// i32 results exactly. Returns the worst relative L2 seen.
 pub fn assert_equivalent(before: &Graph, after: &Graph, seed: u64, steps: usize) -> f64 {
+    let positions: Vec<usize> = (0..steps).collect();
+    assert_equivalent_at(before, after, seed, &positions)
+}
+
+/// [`assert_equivalent`] with one step per entry of `positions` (a prefill chunk of `T` tokens
+/// advances the position by `T`: `&[0, 4]` runs two chunks of 4).
+pub fn assert_equivalent_at(before: &Graph, after: &Graph, seed: u64, positions: &[usize]) -> f64 {
     let weights = random_weights(before, seed);
     let mut ref_interp = Interpreter::new(&weights);
     let mut new_interp = Interpreter::new(&weights);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let mut worst = 0f64;
-    for step in 0..steps {
-        let inputs = random_inputs(before, step, &mut rng);
+    for (step, &position) in positions.iter().enumerate() {
+        let inputs = random_inputs(before, position, &mut rng);
         let refs: Vec<(&str, Tensor)> = inputs
             .iter()
             .map(|(n, t)| (n.as_str(), t.clone()))
@@ -178,6 +185,22 @@ pub fn launching_nodes(g: &Graph) -> usize {
         .count()
 }
 
+/// Kernel-launching nodes (as [`launching_nodes`] counts them), by op kind.
+pub fn launching_kinds(g: &Graph) -> std::collections::BTreeMap<OpKind, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for n in g.topo_order() {
+        let node = g.node(n).unwrap();
+        let weight_only_concat = node.op.kind() == OpKind::Concat
+            && g.inputs(n)
+                .iter()
+                .all(|v| g.node(v.node).unwrap().op.kind() == OpKind::Weight);
+        if node.op.launches_kernel(&g.input_types(n)) && !weight_only_concat {
+            *counts.entry(node.op.kind()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
 /// For every matmul-like node (`matmul` and the fused ops holding a matmul), the names of the
 /// weights it reads (a weight-only `concat` flattened into its weights). Each weight appearing once
 /// overall means no matmul was duplicated.
@@ -187,7 +210,7 @@ pub fn matmul_weight_reads(g: &Graph) -> Vec<String> {
         let node = g.node(n).unwrap();
         let slot = match node.op.kind() {
             OpKind::MatMul | OpKind::FusedMatmulAdd | OpKind::FusedGatedMlp => 1,
-            OpKind::FusedRmsNormMatmul => 2,
+            OpKind::FusedRmsNormMatmul | OpKind::FusedRmsNormMatmulAdd => 2,
             _ => continue,
         };
         let w = g.inputs(n)[slot].node;
@@ -257,6 +280,58 @@ pub fn qwen3_ir(layers: usize) -> String {
 /// The unfused Qwen3 decode step (as in the brief: tied embeddings, eps 1e-6, rope theta 1e6,
 /// scale head_dim^-0.5) with `layers` layers and dimensions `d`, in IR text.
 pub fn qwen3_ir_dims(layers: usize, d: Dims) -> String {
+    decoder_ir(layers, d, QWEN3)
+}
+
+/// What varies between the decoder families the tests build: how many tokens a step takes, the
+/// q/k/v biases (HF Qwen2), the per-head q/k RMSNorm (HF Qwen3) and the rope frequencies.
+#[derive(Clone, Copy, Debug)]
+pub struct Arch {
+    /// Tokens per step: 1 is a decode step; `T > 1` a prefill chunk (ids `i32[T]`, heads
+    /// `[T, heads, head_dim]`, the LM head on the last row only).
+    pub tokens: usize,
+    /// `add(matmul(h, w), bias)` for q, k and v (`self_attn.{q,k,v}_proj.bias`, bf16 `[n]`).
+    pub qkv_bias: bool,
+    /// `rms_norm` of q and k over head_dim before rope (`self_attn.{q,k}_norm.weight`).
+    pub qk_norm: bool,
+    /// The rope attributes: `theta = 1e6` (Qwen), or Llama 3.2's `theta = 5e5` with its scaling.
+    pub llama3_rope: bool,
+}
+
+/// Qwen3: q/k norm, no biases, default rope with theta 1e6; one token.
+pub const QWEN3: Arch = Arch {
+    tokens: 1,
+    qkv_bias: false,
+    qk_norm: true,
+    llama3_rope: false,
+};
+
+/// Qwen2: q/k/v biases, no q/k norm, default rope with theta 1e6; one token.
+pub const QWEN2: Arch = Arch {
+    tokens: 1,
+    qkv_bias: true,
+    qk_norm: false,
+    llama3_rope: false,
+};
+
+/// Llama 3: no biases, no q/k norm, Llama 3 rope scaling; one token.
+pub const LLAMA3: Arch = Arch {
+    tokens: 1,
+    qkv_bias: false,
+    qk_norm: false,
+    llama3_rope: true,
+};
+
+impl Arch {
+    /// The same family on a prefill chunk of `tokens` tokens.
+    pub fn prefill(self, tokens: usize) -> Arch {
+        Arch { tokens, ..self }
+    }
+}
+
+/// The unfused step of a decoder of family `arch` with `layers` layers and dimensions `d`, in IR
+/// text. With [`QWEN3`] this is exactly the text [`qwen3_ir_dims`] has always produced.
+pub fn decoder_ir(layers: usize, d: Dims, arch: Arch) -> String {
     let Dims {
         hidden: h,
         heads: nh,
@@ -266,8 +341,28 @@ pub fn qwen3_ir_dims(layers: usize, d: Dims) -> String {
         vocab,
         max_context: ctx,
     } = d;
+    let Arch {
+        tokens: t,
+        qkv_bias,
+        qk_norm,
+        llama3_rope,
+    } = arch;
     let (nq, nk) = (nh * hd, nkv * hd);
     let scale = 1.0 / (hd as f32).sqrt();
+    let rope_attrs = if llama3_rope {
+        "theta = 5e5, rope_type = llama3, factor = 3.2e1, low_freq_factor = 1e0, \
+         high_freq_factor = 4e0, original_max_position_embeddings = 8192"
+    } else {
+        "theta = 1e6"
+    };
+    // Per-head shapes: [heads, hd] for one token, [T, heads, hd] for a chunk.
+    let heads = |n: usize| {
+        if t == 1 {
+            format!("{n}, {hd}")
+        } else {
+            format!("{t}, {n}, {hd}")
+        }
+    };
     let mut s = format!("weight @model.embed_tokens.weight : bf16[{vocab}, {h}]\n");
     for l in 0..layers {
         let p = format!("model.layers.{l}.");
@@ -276,9 +371,25 @@ pub fn qwen3_ir_dims(layers: usize, d: Dims) -> String {
 weight @{p}self_attn.q_proj.weight : bf16[{nq}, {h}]
 weight @{p}self_attn.k_proj.weight : bf16[{nk}, {h}]
 weight @{p}self_attn.v_proj.weight : bf16[{nk}, {h}]
-weight @{p}self_attn.q_norm.weight : bf16[{hd}]
+"
+        );
+        if qkv_bias {
+            s += &format!(
+                "weight @{p}self_attn.q_proj.bias : bf16[{nq}]
+weight @{p}self_attn.k_proj.bias : bf16[{nk}]
+weight @{p}self_attn.v_proj.bias : bf16[{nk}]
+"
+            );
+        }
+        if qk_norm {
+            s += &format!(
+                "weight @{p}self_attn.q_norm.weight : bf16[{hd}]
 weight @{p}self_attn.k_norm.weight : bf16[{hd}]
-kv_cache @{p}k_cache : f32[{ctx}, {nkv}, {hd}]
+"
+            );
+        }
+        s += &format!(
+            "kv_cache @{p}k_cache : f32[{ctx}, {nkv}, {hd}]
 kv_cache @{p}v_cache : f32[{ctx}, {nkv}, {hd}]
 weight @{p}self_attn.o_proj.weight : bf16[{h}, {nq}]
 weight @{p}post_attention_layernorm.weight : bf16[{h}]
@@ -289,8 +400,8 @@ weight @{p}mlp.down_proj.weight : bf16[{h}, {i}]
         );
     }
     s += &format!("weight @model.norm.weight : bf16[{h}]\n");
-    s += "%token = input \"token\" : i32[1]\n%position = input \"position\" : i32[1]\n";
-    s += &format!("%x0 = embedding(@model.embed_tokens.weight, %token) : f32[1, {h}]\n");
+    s += &format!("%token = input \"token\" : i32[{t}]\n%position = input \"position\" : i32[1]\n");
+    s += &format!("%x0 = embedding(@model.embed_tokens.weight, %token) : f32[{t}, {h}]\n");
     for l in 0..layers {
         let p = format!("model.layers.{l}.");
         let (x, x1, x2) = (
@@ -299,39 +410,65 @@ weight @{p}mlp.down_proj.weight : bf16[{h}, {i}]
             format!("%x{}", l + 1),
         );
         let v = |n: &str| format!("%l{l}_{n}");
+        let (hh, q2, k2, v2) = (v("h"), v("q2"), v("k2"), v("v2"));
         s += &format!(
-            "{hh} = rms_norm({x}, @{p}input_layernorm.weight) {{eps = 1e-6}} : f32[1, {h}]
-{q} = matmul({hh}, @{p}self_attn.q_proj.weight) : f32[1, {nq}]
-{k} = matmul({hh}, @{p}self_attn.k_proj.weight) : f32[1, {nk}]
-{vv} = matmul({hh}, @{p}self_attn.v_proj.weight) : f32[1, {nk}]
-{q2} = reshape({q}) {{shape = [{nh}, {hd}]}} : f32[{nh}, {hd}]
-{k2} = reshape({k}) {{shape = [{nkv}, {hd}]}} : f32[{nkv}, {hd}]
-{v2} = reshape({vv}) {{shape = [{nkv}, {hd}]}} : f32[{nkv}, {hd}]
-{qn} = rms_norm({q2}, @{p}self_attn.q_norm.weight) {{eps = 1e-6}} : f32[{nh}, {hd}]
-{kn} = rms_norm({k2}, @{p}self_attn.k_norm.weight) {{eps = 1e-6}} : f32[{nkv}, {hd}]
-{qr} = rope({qn}, %position) {{theta = 1e6}} : f32[{nh}, {hd}]
-{kr} = rope({kn}, %position) {{theta = 1e6}} : f32[{nkv}, {hd}]
-{a} = attention({qr}, {kr}, {v2}, @{p}k_cache, @{p}v_cache, %position) {{scale = {scale:e}}} : f32[{nh}, {hd}]
-{a2} = reshape({a}) {{shape = [1, {nq}]}} : f32[1, {nq}]
-{o} = matmul({a2}, @{p}self_attn.o_proj.weight) : f32[1, {h}]
-{x1} = add({o}, {x}) : f32[1, {h}]
-{h2} = rms_norm({x1}, @{p}post_attention_layernorm.weight) {{eps = 1e-6}} : f32[1, {h}]
-{g} = matmul({h2}, @{p}mlp.gate_proj.weight) : f32[1, {i}]
-{u} = matmul({h2}, @{p}mlp.up_proj.weight) : f32[1, {i}]
-{sg} = silu({g}) : f32[1, {i}]
-{m} = mul({sg}, {u}) : f32[1, {i}]
-{dn} = matmul({m}, @{p}mlp.down_proj.weight) : f32[1, {h}]
-{x2} = add({dn}, {x1}) : f32[1, {h}]
+            "{hh} = rms_norm({x}, @{p}input_layernorm.weight) {{eps = 1e-6}} : f32[{t}, {h}]\n"
+        );
+        // The projections (and their biases), then the per-head views.
+        let mut proj: Vec<String> = Vec::new();
+        for (name, n) in [("q", nq), ("k", nk), ("v", nk)] {
+            let m = v(name);
+            s += &format!("{m} = matmul({hh}, @{p}self_attn.{name}_proj.weight) : f32[{t}, {n}]\n");
+            proj.push(if qkv_bias { v(&format!("{name}b")) } else { m });
+        }
+        if qkv_bias {
+            for ((name, n), out) in [("q", nq), ("k", nk), ("v", nk)].into_iter().zip(&proj) {
+                s += &format!(
+                    "{out} = add({}, @{p}self_attn.{name}_proj.bias) : f32[{t}, {n}]\n",
+                    v(name)
+                );
+            }
+        }
+        s += &format!(
+            "{q2} = reshape({}) {{shape = [{hq}]}} : f32[{hq}]
+{k2} = reshape({}) {{shape = [{hk}]}} : f32[{hk}]
+{v2} = reshape({}) {{shape = [{hk}]}} : f32[{hk}]
 ",
-            hh = v("h"),
-            q = v("q"),
-            k = v("k"),
-            vv = v("v"),
-            q2 = v("q2"),
-            k2 = v("k2"),
-            v2 = v("v2"),
-            qn = v("qn"),
-            kn = v("kn"),
+            proj[0],
+            proj[1],
+            proj[2],
+            hq = heads(nh),
+            hk = heads(nkv),
+        );
+        let (mut qin, mut kin) = (q2, k2);
+        if qk_norm {
+            let (qn, kn) = (v("qn"), v("kn"));
+            s += &format!(
+                "{qn} = rms_norm({qin}, @{p}self_attn.q_norm.weight) {{eps = 1e-6}} : f32[{}]
+{kn} = rms_norm({kin}, @{p}self_attn.k_norm.weight) {{eps = 1e-6}} : f32[{}]
+",
+                heads(nh),
+                heads(nkv)
+            );
+            (qin, kin) = (qn, kn);
+        }
+        s += &format!(
+            "{qr} = rope({qin}, %position) {{{rope_attrs}}} : f32[{hq}]
+{kr} = rope({kin}, %position) {{{rope_attrs}}} : f32[{hk}]
+{a} = attention({qr}, {kr}, {v2}, @{p}k_cache, @{p}v_cache, %position) {{scale = {scale:e}}} : f32[{hq}]
+{a2} = reshape({a}) {{shape = [{t}, {nq}]}} : f32[{t}, {nq}]
+{o} = matmul({a2}, @{p}self_attn.o_proj.weight) : f32[{t}, {h}]
+{x1} = add({o}, {x}) : f32[{t}, {h}]
+{h2} = rms_norm({x1}, @{p}post_attention_layernorm.weight) {{eps = 1e-6}} : f32[{t}, {h}]
+{g} = matmul({h2}, @{p}mlp.gate_proj.weight) : f32[{t}, {i}]
+{u} = matmul({h2}, @{p}mlp.up_proj.weight) : f32[{t}, {i}]
+{sg} = silu({g}) : f32[{t}, {i}]
+{m} = mul({sg}, {u}) : f32[{t}, {i}]
+{dn} = matmul({m}, @{p}mlp.down_proj.weight) : f32[{t}, {h}]
+{x2} = add({dn}, {x1}) : f32[{t}, {h}]
+",
+            hq = heads(nh),
+            hk = heads(nkv),
             qr = v("qr"),
             kr = v("kr"),
             a = v("a"),
@@ -345,8 +482,19 @@ weight @{p}mlp.down_proj.weight : bf16[{h}, {i}]
             dn = v("dn"),
         );
     }
+    // The LM head reads the last token's row only.
+    let last = if t == 1 {
+        format!("%x{layers}")
+    } else {
+        s += &format!(
+            "%rest, %last = split(%x{layers}) {{axis = 0, sizes = [{}, 1]}} : f32[{}, {h}], f32[1, {h}]\n",
+            t - 1,
+            t - 1
+        );
+        "%last".to_string()
+    };
     s += &format!(
-        "%hf = rms_norm(%x{layers}, @model.norm.weight) {{eps = 1e-6}} : f32[1, {h}]
+        "%hf = rms_norm({last}, @model.norm.weight) {{eps = 1e-6}} : f32[1, {h}]
 %logits = matmul(%hf, @model.embed_tokens.weight) : f32[1, {vocab}]
 %next = argmax(%logits) : i32[1]
 return %logits, %next
