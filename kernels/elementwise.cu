@@ -4,18 +4,18 @@
 
 #include "common.cuh"
 
-// out = a + b, elementwise over n f32 elements.
+// out = a + b, elementwise over n f32 elements (b repeats every nb elements: a row-broadcast bias).
 extern "C" __global__ void ew_add_f32(const EwParams p) {
     pdl_wait();
     pdl_launch();
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) p.out[i] = p.a[i] + p.b[i];
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) p.out[i] = p.a[i] + p.b[i % p.nb];
 }
 
-// out = a * b, elementwise over n f32 elements.
+// out = a * b, elementwise over n f32 elements (b repeats every nb elements).
 extern "C" __global__ void ew_mul_f32(const EwParams p) {
     pdl_wait();
     pdl_launch();
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) p.out[i] = p.a[i] * p.b[i];
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) p.out[i] = p.a[i] * p.b[i % p.nb];
 }
 
 // out = a * sigmoid(a) = a / (1 + e^-a) (PyTorch's silu), elementwise over n f32 elements (b unused).

@@ -99,10 +99,10 @@ struct NormRopeParams {
 // ---- elementwise.cu ----
 struct EwParams {
     const float* a;            // a [n] (x for silu)
-    const float* b;            // b [n] (null for silu)
+    const float* b;            // b [nb], nb dividing n: a row-broadcast bias when nb < n (null for silu)
     float* out;                // out [n]
     int n;
-    int pad_;
+    int nb;
 };
 
 struct Copy2dParams {

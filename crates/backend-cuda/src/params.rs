@@ -428,13 +428,14 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// `ew_add_f32`, `ew_mul_f32`, `ew_silu_f32` (`kernels/elementwise.cu`).
+    /// `ew_add_f32`, `ew_mul_f32`, `ew_silu_f32` (`kernels/elementwise.cu`): `out[i] = a[i] op
+    /// b[i % nb]` (`nb < n`: a row-broadcast `b`).
     pub struct EwParams {
         pub a: Ptr,
         pub b: Ptr,
         pub out: Ptr,
         pub n: i32,
-        pub pad_: i32,
+        pub nb: i32,
     }
 }
 
@@ -691,7 +692,7 @@ mod tests {
             b: Ptr::NULL,
             out: Ptr::at(Region::Io, 0),
             n: 7,
-            pad_: 0,
+            nb: 7,
         });
         let bound = p.bind(&|r, off| match r {
             Region::Arena => 0x1000 + off as u64,

@@ -8,7 +8,7 @@ mod common;
 
 use braid_backend_cuda::{CudaExecutor, ExecOptions, Tuning};
 use braid_ir::interp::Interpreter;
-use braid_ir::{DType, Graph, HostWeight, Op, Tensor, TensorType, Value};
+use braid_ir::{DType, Graph, HostWeight, Op, RopeScaling, Tensor, TensorType, Value};
 use common::*;
 
 /// Relative L2 bound for f32 arithmetic on f32 or bf16-upcast operands (only the summation order
@@ -440,7 +440,14 @@ fn rope_and_fused_qk_norm_rope_read_the_position_from_the_device() {
         let w = Weights::new();
         let x = f32_input(&mut g, "x", &[16, 128]);
         let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
-        let y = op(&mut g, Op::Rope { theta: 1_000_000.0 }, &[x, p]);
+        let y = op(
+            &mut g,
+            Op::Rope {
+                theta: 1_000_000.0,
+                scaling: RopeScaling::Default,
+            },
+            &[x, p],
+        );
         g.set_results(vec![y]);
         let steps: Vec<Step> = positions
             .iter()
@@ -466,6 +473,7 @@ fn rope_and_fused_qk_norm_rope_read_the_position_from_the_device() {
                 Op::FusedQkNormRope {
                     eps: 1e-6,
                     theta: 1_000_000.0,
+                    scaling: RopeScaling::Default,
                 },
                 &[q, k, qn, kn, p],
             )

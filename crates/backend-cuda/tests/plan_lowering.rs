@@ -7,7 +7,7 @@ use braid_backend_cuda::lower::lower;
 use braid_backend_cuda::params::{Params, Ptr, Region};
 use braid_backend_cuda::tuning::GemvKernel;
 use braid_backend_cuda::{Plan, Target, Tuning};
-use braid_ir::{DType, Graph, Op, TensorType};
+use braid_ir::{DType, Graph, Op, RopeScaling, TensorType};
 use common::*;
 
 fn plan(g: &Graph, tuning: Tuning) -> Plan {
@@ -111,8 +111,22 @@ fn absorbed_inputs_stay_live_until_the_absorbing_launch() {
     let q = op(&mut g, Op::Reshape { shape: vec![h, d] }, &[part(0)]);
     let k = op(&mut g, Op::Reshape { shape: vec![kv, d] }, &[part(1)]);
     let v = op(&mut g, Op::Reshape { shape: vec![kv, d] }, &[part(2)]);
-    let q = op(&mut g, Op::Rope { theta: 1e4 }, &[q, p]);
-    let k = op(&mut g, Op::Rope { theta: 1e4 }, &[k, p]);
+    let q = op(
+        &mut g,
+        Op::Rope {
+            theta: 1e4,
+            scaling: RopeScaling::Default,
+        },
+        &[q, p],
+    );
+    let k = op(
+        &mut g,
+        Op::Rope {
+            theta: 1e4,
+            scaling: RopeScaling::Default,
+        },
+        &[k, p],
+    );
     let cty = TensorType::new(DType::BF16, [64, kv, d]);
     let kc = op(
         &mut g,

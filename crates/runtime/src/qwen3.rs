@@ -10,7 +10,7 @@
 //! Tensor names and shapes come from the model's schema ([`Qwen3Config::tensors`]), the same one
 //! checkpoint validation reads.
 
-use braid_ir::{DType, Graph, IrError, Op, TensorType, Value, WeightSource};
+use braid_ir::{DType, Graph, IrError, Op, RopeScaling, TensorType, Value, WeightSource};
 
 use crate::model::{Qwen3Config, TensorSpec};
 
@@ -152,8 +152,20 @@ pub fn lower_decode_step(
         let kn_w = l.weight(&t.k_norm)?;
         let q = l.op(Op::RmsNorm { eps }, &[q, qn_w])?;
         let k = l.op(Op::RmsNorm { eps }, &[k, kn_w])?;
-        let q = l.op(Op::Rope { theta }, &[q, position])?;
-        let k = l.op(Op::Rope { theta }, &[k, position])?;
+        let q = l.op(
+            Op::Rope {
+                theta,
+                scaling: RopeScaling::Default,
+            },
+            &[q, position],
+        )?;
+        let k = l.op(
+            Op::Rope {
+                theta,
+                scaling: RopeScaling::Default,
+            },
+            &[k, position],
+        )?;
         let cache_ty = TensorType::new(opts.kv_dtype, [opts.max_context, nkv, d]);
         let cache = |name: &str| Op::KvCache {
             name: format!("model.layers.{layer}.self_attn.{name}"),

@@ -7,7 +7,7 @@
 use braid_ir::{DType, Op, Value};
 
 use super::fusions::QkPrologue;
-use super::{dtype_suffix, Cx, Operand, View};
+use super::{dtype_suffix, Cx, Operand, Rotary, View};
 use crate::error::CudaError;
 use crate::facts::KernelRef;
 use crate::params::{attention_warps, AttentionParams, Params, Ptr, Scratch};
@@ -78,14 +78,14 @@ pub fn kernel(dtype: DType, d: usize, gm: usize, unroll: usize) -> Option<Kernel
 }
 
 /// The q and k an attention kernel reads: its own operands, or the inputs of the prologue folded
-/// into it, with the prologue's norm weights, epsilon and rotary `(theta, head_dim)`.
+/// into it, with the prologue's norm weights, epsilon and rotary frequencies and head dim.
 struct QkOperands {
     q: Operand,
     k: Operand,
     qn: Option<Operand>,
     kn: Option<Operand>,
     eps: f32,
-    freqs: Option<(f32, usize)>,
+    freqs: Option<(Rotary, usize)>,
 }
 
 fn qk_operands(
@@ -102,7 +102,7 @@ fn qk_operands(
             eps: 0.0,
             freqs: None,
         },
-        Some(QkPrologue::NormRope { node, eps, theta }) => {
+        Some(QkPrologue::NormRope { node, eps, rotary }) => {
             let (qn, kn) = (v.operand(*node, 2)?, v.operand(*node, 3)?);
             v.expect(n, "q_norm", &qn, DType::F32)?;
             v.expect(n, "k_norm", &kn, DType::F32)?;
@@ -113,10 +113,10 @@ fn qk_operands(
                 qn: Some(qn),
                 kn: Some(kn),
                 eps: *eps,
-                freqs: Some((*theta, d)),
+                freqs: Some((rotary.clone(), d)),
             }
         }
-        Some(QkPrologue::Rope { q, k, theta }) => {
+        Some(QkPrologue::Rope { q, k, rotary }) => {
             let (q, k) = (v.operand(*q, 0)?, v.operand(*k, 0)?);
             let d = q.ty.shape[1];
             QkOperands {
@@ -125,7 +125,7 @@ fn qk_operands(
                 qn: None,
                 kn: None,
                 eps: 0.0,
-                freqs: Some((*theta, d)),
+                freqs: Some((rotary.clone(), d)),
             }
         }
     })
@@ -206,7 +206,7 @@ pub(super) fn lower(cx: &mut Cx<'_>, n: Value, scale: f32) -> Result<PlannedLaun
         Some(QkPrologue::Rope { q, k, .. }) => vec![v.describe(*q), v.describe(*k)],
     };
     let inv_freq = match freqs {
-        Some((theta, fd)) => cx.rope_table(n, theta, fd)?,
+        Some((r, fd)) => cx.rope_table(n, &r, fd)?,
         None => Ptr::NULL,
     };
     let params = AttentionParams {

@@ -22,7 +22,7 @@ pub(super) fn lower(cx: &mut Cx<'_>, n: Value, op: &Op) -> Result<PlannedLaunch,
     let a = v.operand(n, 0)?;
     v.expect(n, "a", &a, DType::F32)?;
     let len = a.ty.numel();
-    let (kernel, b, bytes) = match op {
+    let (kernel, b, nb, bytes) = match op {
         Op::Add | Op::Mul => {
             let b = v.operand(n, 1)?;
             v.expect(n, "b", &b, DType::F32)?;
@@ -40,16 +40,16 @@ pub(super) fn lower(cx: &mut Cx<'_>, n: Value, op: &Op) -> Result<PlannedLaunch,
             } else {
                 "ew_mul_f32"
             };
-            (k, b.ptr, len * 12)
+            (k, b.ptr, b.ty.numel(), len * 8 + b.ty.numel() * 4)
         }
-        _ => ("ew_silu_f32", Ptr::NULL, len * 8),
+        _ => ("ew_silu_f32", Ptr::NULL, 1, len * 8),
     };
     let params = EwParams {
         a: a.ptr,
         b,
         out: v.output(n, 0)?,
         n: len as i32,
-        pad_: 0,
+        nb: nb as i32,
     };
     let grid = (blocks(cx, len), 1, 1);
     cx.launch(

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use braid_ir::{DType, Op, Value};
 
 use super::gemv::{self, Variant};
-use super::View;
+use super::{Rotary, View};
 use crate::error::CudaError;
 use crate::facts::Target;
 use crate::plan::FusionNote;
@@ -23,9 +23,13 @@ use crate::tuning::Tuning;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum QkPrologue {
     /// A `fused_qk_norm_rope` node: rms_norm then rope of q and k.
-    NormRope { node: Value, eps: f32, theta: f32 },
-    /// Two `rope` nodes (q's and k's), no norm.
-    Rope { q: Value, k: Value, theta: f32 },
+    NormRope {
+        node: Value,
+        eps: f32,
+        rotary: Rotary,
+    },
+    /// Two `rope` nodes (q's and k's) with equal frequencies, no norm.
+    Rope { q: Value, k: Value, rotary: Rotary },
 }
 
 /// The backend fusions of one graph.
@@ -144,21 +148,37 @@ fn qk_prologue(v: &View<'_>, n: Value) -> Option<QkPrologue> {
     }
     let (qn, kn) = (v.g.node(q.node)?, v.g.node(k.node)?);
     match (&qn.op, &kn.op) {
-        (Op::FusedQkNormRope { eps, theta }, Op::FusedQkNormRope { .. })
-            if q.node == k.node && q.output == 0 && k.output == 1 =>
-        {
-            (v.g.inputs(q.node)[4] == pos).then_some(QkPrologue::NormRope {
+        (
+            Op::FusedQkNormRope {
+                eps,
+                theta,
+                scaling,
+            },
+            Op::FusedQkNormRope { .. },
+        ) if q.node == k.node && q.output == 0 && k.output == 1 => (v.g.inputs(q.node)[4] == pos)
+            .then(|| QkPrologue::NormRope {
                 node: Value::of(q.node),
                 eps: *eps,
-                theta: *theta,
-            })
-        }
-        (Op::Rope { theta }, Op::Rope { theta: tk }) if theta.to_bits() == tk.to_bits() => {
+                rotary: Rotary {
+                    theta: *theta,
+                    scaling: scaling.clone(),
+                },
+            }),
+        (
+            Op::Rope { theta, scaling },
+            Op::Rope {
+                theta: tk,
+                scaling: sk,
+            },
+        ) if theta.to_bits() == tk.to_bits() && scaling == sk => {
             let same_pos = v.g.inputs(q.node)[1] == pos && v.g.inputs(k.node)[1] == pos;
-            same_pos.then_some(QkPrologue::Rope {
+            same_pos.then(|| QkPrologue::Rope {
                 q: Value::of(q.node),
                 k: Value::of(k.node),
-                theta: *theta,
+                rotary: Rotary {
+                    theta: *theta,
+                    scaling: scaling.clone(),
+                },
             })
         }
         _ => None,

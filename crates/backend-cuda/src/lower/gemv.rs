@@ -26,7 +26,7 @@ use crate::tuning::{GemvKernel, Rows2, Tuning};
 pub(crate) fn weight_slot(op: &Op) -> Option<usize> {
     match op {
         Op::MatMul | Op::FusedMatmulAdd | Op::FusedGatedMlp => Some(1),
-        Op::FusedRmsNormMatmul { .. } => Some(2),
+        Op::FusedRmsNormMatmul { .. } | Op::FusedRmsNormMatmulAdd { .. } => Some(2),
         _ => None,
     }
 }
@@ -62,6 +62,7 @@ pub(crate) fn operands(
     let (x, w, norm, resid, pro, eps) = match op {
         Op::MatMul => (o(0)?, o(1)?, None, None, 0, 0.0),
         Op::FusedRmsNormMatmul { eps } => (o(0)?, o(2)?, Some(o(1)?), None, 1, *eps),
+        Op::FusedRmsNormMatmulAdd { eps } => (o(0)?, o(2)?, Some(o(1)?), Some(o(3)?), 1, *eps),
         Op::FusedMatmulAdd => (o(0)?, o(1)?, None, Some(o(2)?), 0, 0.0),
         Op::FusedGatedMlp => {
             let pro = if swiglu_input { 0 } else { 2 };
@@ -75,14 +76,25 @@ pub(crate) fn operands(
     if let Some(g) = &norm {
         v.expect(n, "norm weight", g, DType::F32)?;
     }
+    let m = x.ty.rows();
     if let Some(r) = &resid {
         v.expect(n, "residual", r, DType::F32)?;
+        // A row-broadcast bias `[n]` has the layout of one output row.
+        if r.ty.numel() != m * w.ty.shape[0] {
+            return Err(v.unsupported(
+                n,
+                format!(
+                    "the GEMV adds a residual of {} rows only; got {} for {m} rows",
+                    m, r.ty
+                ),
+            ));
+        }
     }
     let suffix = dtype_suffix(w.dtype)
         .ok_or_else(|| v.unsupported(n, format!("weight {} must be a float tensor", w.ty)))?;
     let (rows, k) = (w.ty.shape[0], w.ty.shape[1]);
     Ok(GemvOperands {
-        m: x.ty.rows(),
+        m,
         x,
         w,
         norm,

@@ -36,7 +36,7 @@ mod prefetch;
 use std::collections::BTreeMap;
 
 use braid_ir::op::split_is_view;
-use braid_ir::{DType, Graph, Node, Op, TensorType, Value};
+use braid_ir::{DType, Graph, Node, Op, RopeScaling, TensorType, Value};
 
 use crate::error::CudaError;
 use crate::facts::{KernelRef, Target};
@@ -56,12 +56,12 @@ pub fn operand_form(op: &Op, slot: usize) -> Form {
     }
 }
 
-/// Rotary frequencies `inv_freq[i] = 1 / theta^(2i / d)` for `i < d / 2`, in f32 exactly as HF's
-/// default rope (and `braid_ir::interp`) computes them, so the kernels only multiply by the position.
-pub fn rope_inv_freq(theta: f32, d: usize) -> Vec<f32> {
-    (0..d / 2)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32))
-        .collect()
+/// The frequencies of a rope-bearing op: its base `theta` and scaling variant. The table itself is
+/// [`braid_ir::rope_inv_freq`], the interpreter's own, so device and reference agree bit for bit.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Rotary {
+    pub theta: f32,
+    pub scaling: RopeScaling,
 }
 
 /// The kernel-name suffix of a weight or cache dtype (`None` for i32).
@@ -185,8 +185,8 @@ pub(crate) struct Cx<'a> {
     pub fusions: &'a Fusions,
     /// Largest size each scratch slot must have (bytes).
     scratch: BTreeMap<Scratch, usize>,
-    /// Rotary tables by `(theta bits, head_dim)`, in first-use order.
-    rope: Vec<((u32, usize), Vec<f32>)>,
+    /// Rotary tables by `(frequencies, head_dim)`, in first-use order.
+    rope: Vec<((Rotary, usize), Vec<f32>)>,
     token_limit: Option<usize>,
     max_context: Option<usize>,
 }
@@ -229,13 +229,13 @@ impl Cx<'_> {
         Ptr::at(Region::Scratch(s), 0)
     }
 
-    /// The rotary frequency table for `theta` and head dim `d` (uploaded once, shared).
-    pub fn rope_table(&mut self, n: Value, theta: f32, d: usize) -> Result<Ptr, CudaError> {
-        let key = (theta.to_bits(), d);
-        let i = match self.rope.iter().position(|(k, _)| *k == key) {
+    /// The rotary frequency table of `r` for head dim `d` (uploaded once, shared).
+    pub fn rope_table(&mut self, n: Value, r: &Rotary, d: usize) -> Result<Ptr, CudaError> {
+        let i = match self.rope.iter().position(|((k, kd), _)| k == r && *kd == d) {
             Some(i) => i,
             None => {
-                self.rope.push((key, rope_inv_freq(theta, d)));
+                let table = braid_ir::rope_inv_freq(r.theta, &r.scaling, d);
+                self.rope.push(((r.clone(), d), table));
                 self.rope.len() - 1
             }
         };
@@ -264,13 +264,29 @@ impl Cx<'_> {
             Op::Split { axis, .. } if split_is_view(*axis, &[v.ty(v.g.inputs(n.node)[0])?]) => {}
             Op::Embedding => out.push(embedding::lower(self, n)?),
             Op::RmsNorm { eps } => out.push(norm::rms_norm(self, n, *eps)?),
-            Op::Rope { theta } => out.push(norm::rope(self, n, *theta)?),
-            Op::FusedQkNormRope { eps, theta } => {
-                out.push(norm::qk_norm_rope(self, n, *eps, *theta)?)
+            Op::Rope { theta, scaling } => {
+                let r = Rotary {
+                    theta: *theta,
+                    scaling: scaling.clone(),
+                };
+                out.push(norm::rope(self, n, &r)?)
             }
-            Op::MatMul | Op::FusedRmsNormMatmul { .. } | Op::FusedMatmulAdd | Op::FusedGatedMlp => {
-                out.push(gemv::lower(self, n)?)
+            Op::FusedQkNormRope {
+                eps,
+                theta,
+                scaling,
+            } => {
+                let r = Rotary {
+                    theta: *theta,
+                    scaling: scaling.clone(),
+                };
+                out.push(norm::qk_norm_rope(self, n, *eps, &r)?)
             }
+            Op::MatMul
+            | Op::FusedRmsNormMatmul { .. }
+            | Op::FusedRmsNormMatmulAdd { .. }
+            | Op::FusedMatmulAdd
+            | Op::FusedGatedMlp => out.push(gemv::lower(self, n)?),
             op @ (Op::Add | Op::Mul | Op::Silu) => out.push(elementwise::lower(self, n, op)?),
             Op::Split { axis, sizes } => elementwise::split(self, n, *axis, sizes, out)?,
             Op::Concat { axis } => elementwise::concat(self, n, *axis, out)?,
@@ -355,16 +371,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rope_table_starts_at_one_and_decays_to_theta_power() {
-        let t = rope_inv_freq(1_000_000.0, 128);
-        assert_eq!(t.len(), 64);
-        assert_eq!(t[0], 1.0);
-        let last = 1.0 / 1_000_000f32.powf(126.0 / 128.0);
-        assert_eq!(t[63], last);
-        assert!(t.windows(2).all(|w| w[1] < w[0]));
-    }
-
-    #[test]
     fn gemv_weights_and_embedding_tables_keep_their_dtype() {
         assert_eq!(operand_form(&Op::MatMul, 1), Form::Raw);
         assert_eq!(operand_form(&Op::MatMul, 0), Form::F32);
@@ -374,5 +380,8 @@ mod tests {
         assert_eq!(operand_form(&f, 2), Form::Raw);
         assert_eq!(operand_form(&Op::Embedding, 0), Form::Raw);
         assert_eq!(operand_form(&Op::FusedGatedMlp, 1), Form::Raw);
+        let fa = Op::FusedRmsNormMatmulAdd { eps: 1e-6 };
+        assert_eq!(operand_form(&fa, 2), Form::Raw);
+        assert_eq!(operand_form(&fa, 3), Form::F32);
     }
 }

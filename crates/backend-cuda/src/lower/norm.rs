@@ -4,7 +4,7 @@
 
 use braid_ir::{DType, Value};
 
-use super::{Cx, Operand};
+use super::{Cx, Operand, Rotary};
 use crate::error::CudaError;
 use crate::facts::KernelRef;
 use crate::params::{NormRopeParams, Params, Ptr, RmsNormParams};
@@ -38,13 +38,13 @@ pub(super) fn rms_norm(cx: &mut Cx<'_>, n: Value, eps: f32) -> Result<PlannedLau
 }
 
 /// `rope(x [rows, d], position)` with `norm_rope_f32` (no norm).
-pub(super) fn rope(cx: &mut Cx<'_>, n: Value, theta: f32) -> Result<PlannedLaunch, CudaError> {
+pub(super) fn rope(cx: &mut Cx<'_>, n: Value, r: &Rotary) -> Result<PlannedLaunch, CudaError> {
     let v = cx.view;
     let (x, pos) = (v.operand(n, 0)?, v.operand(n, 1)?);
     v.expect(n, "x", &x, DType::F32)?;
     v.expect(n, "position", &pos, DType::I32)?;
     let out = v.output(n, 0)?;
-    norm_rope(cx, n, (&x, None, out), None, &pos, 0.0, theta)
+    norm_rope(cx, n, (&x, None, out), None, &pos, 0.0, r)
 }
 
 /// `fused_qk_norm_rope(q, k, q_norm, k_norm, position)` with one `norm_rope_f32` over both.
@@ -52,7 +52,7 @@ pub(super) fn qk_norm_rope(
     cx: &mut Cx<'_>,
     n: Value,
     eps: f32,
-    theta: f32,
+    r: &Rotary,
 ) -> Result<PlannedLaunch, CudaError> {
     let v = cx.view;
     let ops: Vec<Operand> = (0..5).map(|s| v.operand(n, s)).collect::<Result<_, _>>()?;
@@ -68,7 +68,7 @@ pub(super) fn qk_norm_rope(
         Some((&ops[1], &ops[3], k_out)),
         &ops[4],
         eps,
-        theta,
+        r,
     )
 }
 
@@ -80,7 +80,7 @@ fn norm_rope(
     second: Option<(&Operand, &Operand, Ptr)>,
     pos: &Operand,
     eps: f32,
-    theta: f32,
+    r: &Rotary,
 ) -> Result<PlannedLaunch, CudaError> {
     let (x1, w1, out1) = first;
     let d = x1.ty.last_dim();
@@ -103,7 +103,7 @@ fn norm_rope(
         w2,
         out2,
         pos: pos.ptr,
-        inv_freq: cx.rope_table(n, theta, d)?,
+        inv_freq: cx.rope_table(n, r, d)?,
         rows1: rows1 as i32,
         rows2: rows2 as i32,
         d: d as i32,

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use braid_backend_cuda::CudaDevice;
-use braid_ir::{DType, Graph, HostWeight, Op, TensorType, Value};
+use braid_ir::{DType, Graph, HostWeight, Op, RopeScaling, TensorType, Value};
 
 /// The reason every GPU test is ignored by default.
 pub const NEEDS_GPU: &str = "needs an NVIDIA GPU; run on the device machine";
@@ -174,13 +174,34 @@ pub fn attention_graph(
             let qn = norm_weight(&mut g, w, rng, "qn", DType::BF16, d);
             let kn = norm_weight(&mut g, w, rng, "kn", DType::BF16, d);
             let n = g
-                .add(Op::FusedQkNormRope { eps: 1e-6, theta }, &[q, k, qn, kn, p])
+                .add(
+                    Op::FusedQkNormRope {
+                        eps: 1e-6,
+                        theta,
+                        scaling: RopeScaling::Default,
+                    },
+                    &[q, k, qn, kn, p],
+                )
                 .expect("fused_qk_norm_rope");
             (Value { node: n, output: 0 }, Value { node: n, output: 1 })
         }
         QkInput::Ropes => (
-            op(&mut g, Op::Rope { theta }, &[q, p]),
-            op(&mut g, Op::Rope { theta }, &[k, p]),
+            op(
+                &mut g,
+                Op::Rope {
+                    theta,
+                    scaling: RopeScaling::Default,
+                },
+                &[q, p],
+            ),
+            op(
+                &mut g,
+                Op::Rope {
+                    theta,
+                    scaling: RopeScaling::Default,
+                },
+                &[k, p],
+            ),
         ),
     };
     let cty = TensorType::new(cache, [max_ctx, kv, d]);
