@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::bench(a),
         Command::Profile(a) => commands::bench::profile(a),
         Command::Check(a) => commands::check::check(a),
+        Command::Serve(a) => commands::serve::serve(a),
+        Command::Chat(a) => commands::chat::chat(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

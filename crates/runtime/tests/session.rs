@@ -34,10 +34,15 @@ fn reused_prefix_gives_the_tokens_of_a_fresh_run() {
         let turn1 = tok.encode("The first turn", false).unwrap();
         let mut got = Vec::new();
         let g = session
-            .generate(&turn1, &opts(4, sampling), &mut tok.stream(true), &mut |t| {
-                got.push(t.id);
-                Ok(ControlFlow::Continue(()))
-            })
+            .generate(
+                &turn1,
+                &opts(4, sampling),
+                &mut tok.stream(true),
+                &mut |t| {
+                    got.push(t.id);
+                    Ok(ControlFlow::Continue(()))
+                },
+            )
             .unwrap();
         assert_eq!(g.stats.stop_reason, StopReason::Length);
         let mut turn2 = turn1.clone();
@@ -46,10 +51,15 @@ fn reused_prefix_gives_the_tokens_of_a_fresh_run() {
 
         let mut reused = Vec::new();
         let g2 = session
-            .generate(&turn2, &opts(6, sampling), &mut tok.stream(true), &mut |t| {
-                reused.push(t.id);
-                Ok(ControlFlow::Continue(()))
-            })
+            .generate(
+                &turn2,
+                &opts(6, sampling),
+                &mut tok.stream(true),
+                &mut |t| {
+                    reused.push(t.id);
+                    Ok(ControlFlow::Continue(()))
+                },
+            )
             .unwrap();
         assert_eq!(g2.stats.cached_tokens, turn1.len() + 3);
 
