@@ -149,6 +149,7 @@ async fn bad_input_gets_an_openai_error_and_the_server_stays_up() {
         ("temperature negative", chat, json!({"model": "tiny", "messages": user("hi"), "temperature": -0.1}).to_string().into(), 400, Some("temperature"), "between 0 and 2"),
         ("top_p 0", chat, json!({"model": "tiny", "messages": user("hi"), "top_p": 0}).to_string().into(), 400, Some("top_p"), "greater than 0"),
         ("top_p above 1", chat, json!({"model": "tiny", "messages": user("hi"), "top_p": 1.5}).to_string().into(), 400, Some("top_p"), "at most 1"),
+        ("top_k below -1", chat, json!({"model": "tiny", "messages": user("hi"), "top_k": -2}).to_string().into(), 400, Some("top_k"), "positive count"),
         ("n 2", chat, json!({"model": "tiny", "messages": user("hi"), "n": 2}).to_string().into(), 400, Some("n"), "must be 1"),
         ("five stop strings", chat, json!({"model": "tiny", "messages": user("hi"), "stop": ["a", "b", "c", "d", "e"]}).to_string().into(), 400, Some("stop"), "at most 4"),
         ("stop a number", chat, json!({"model": "tiny", "messages": user("hi"), "stop": 3}).to_string().into(), 400, Some("stop"), "a number"),

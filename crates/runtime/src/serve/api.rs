@@ -92,8 +92,9 @@ pub struct SamplingFields {
     pub max_completion_tokens: Option<u64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
-    /// Not in OpenAI's API (vLLM's extension): keep the `top_k` most likely tokens; 0 disables.
-    pub top_k: Option<u32>,
+    /// Not in OpenAI's API (vLLM's extension): keep the `top_k` most likely tokens; 0 or -1
+    /// disables.
+    pub top_k: Option<i64>,
     pub seed: Option<i64>,
     /// A string or a list of up to 4 strings.
     pub stop: Option<Value>,
@@ -151,7 +152,7 @@ impl SamplingFields {
     /// Checks ranges and shapes.
     ///
     /// Errors (400, naming the field): `max_tokens` 0, `temperature` outside 0..=2, `top_p`
-    /// outside (0, 1], `n` other than 1, `logprobs`, `stream_options` without `stream`, `stop`
+    /// outside (0, 1], `top_k` below -1, `n` other than 1, `logprobs`, `stream_options` without `stream`, `stop`
     /// that is not a string or a list of at most 4 non-empty strings.
     pub fn check(&self) -> Result<Sampling, ApiError> {
         let (max_tokens, max_param) = match (self.max_completion_tokens, self.max_tokens) {
@@ -176,6 +177,12 @@ impl SamplingFields {
             return Err(ApiError::invalid(
                 format!("`top_p` must be greater than 0 and at most 1, got {top_p}"),
                 Some("top_p"),
+            ));
+        }
+        if let Some(k) = self.top_k.filter(|&k| k < -1) {
+            return Err(ApiError::invalid(
+                format!("`top_k` must be a positive count, or 0 or -1 to disable it; got {k}"),
+                Some("top_k"),
             ));
         }
         if let Some(n) = self.n.filter(|&n| n != 1) {
@@ -204,7 +211,10 @@ impl SamplingFields {
             max_tokens: max_tokens.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
             temperature: temperature as f32,
             top_p: top_p as f32,
-            top_k: self.top_k.unwrap_or(0) as usize,
+            top_k: self
+                .top_k
+                .filter(|&k| k > 0)
+                .map_or(0, |k| usize::try_from(k).unwrap_or(usize::MAX)),
             seed: self.seed.map(|s| s as u64),
             stop: stop_strings(self.stop.as_ref())?,
             stream,

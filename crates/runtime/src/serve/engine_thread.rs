@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -240,14 +241,30 @@ fn engine_main(
     let _ = state.set(Ok(Arc::new(info)));
     let _ = loaded.send(Ok(()));
     let mut session = Session::new(backend);
-    // The thread lives as long as the process.
+    // The thread lives as long as the process. A panic in one generation (a bug) fails that
+    // request and starts the next from an empty cache instead of ending the thread.
     loop {
-        run_job(&mut session, &tokenizer, queue.pop(), &metrics);
+        let job = queue.pop();
+        let events = job.events.clone();
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_job(&mut session, &tokenizer, job, &metrics)
+        }));
+        if let Err(panic) = run {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            tracing::error!("the engine panicked during a generation: {msg}");
+            let _ = events.send(Event::Failed(format!("the engine panicked: {msg}")));
+            if let Err(e) = session.reset() {
+                tracing::error!("resetting the backend after a panic failed: {e}");
+            }
+        }
     }
 }
 
 fn fail(state: &LoadState, loaded: oneshot::Sender<Result<(), String>>, msg: String) {
-    tracing::error!("loading the model failed: {msg}");
     let _ = state.set(Err(msg.clone()));
     let _ = loaded.send(Err(msg));
 }
