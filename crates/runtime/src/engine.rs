@@ -118,6 +118,7 @@ pub fn check_context(
 pub struct GenerateOptions {
     /// Most tokens to generate.
     pub max_tokens: usize,
+    /// Temperature, top-k, top-p and seed (greedy when the temperature is 0).
     pub sampling: SamplingParams,
     /// Tokens that end generation (EOS, `<|im_end|>`); the stop token is not emitted.
     pub stop_tokens: Vec<u32>,
@@ -240,6 +241,7 @@ pub struct Token<'a> {
 /// The result of [`Session::generate`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Generation {
+    /// Counts, timings and the stop reason.
     pub stats: GenerationStats,
     /// Text not handed to the callback when generation ended (the decoder's last piece, text held
     /// back for a stop string that did not come); show it after the streamed text.

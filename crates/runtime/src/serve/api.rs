@@ -87,35 +87,49 @@ pub struct ChatTemplateKwargs {
 /// The sampling fields shared by both endpoints (read from the same body as the request).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct SamplingFields {
+    /// Most tokens to generate (at least 1); absent: what the context leaves after the prompt.
     pub max_tokens: Option<u64>,
     /// Newer name of `max_tokens` (chat); wins when both are given.
     pub max_completion_tokens: Option<u64>,
+    /// Softmax temperature, 0..=2 (default 1); 0 is greedy.
     pub temperature: Option<f64>,
+    /// Nucleus sampling: keep the smallest set of tokens with probability >= top_p, in (0, 1]
+    /// (default 1: all).
     pub top_p: Option<f64>,
     /// Not in OpenAI's API (vLLM's extension): keep the `top_k` most likely tokens; 0 or -1
     /// disables.
     pub top_k: Option<i64>,
+    /// Seed of the sampler (its bits, for a negative one); absent: a fresh one per request.
     pub seed: Option<i64>,
     /// A string or a list of up to 4 strings.
     pub stop: Option<Value>,
+    /// Choices per request: only 1 is supported.
     pub n: Option<u64>,
+    /// Answer with server-sent events.
     pub stream: Option<bool>,
+    /// Streaming options (only with `stream`).
     pub stream_options: Option<StreamOptions>,
+    /// Only absent, null or false is supported.
     pub logprobs: Option<Value>,
 }
 
 /// `POST /v1/chat/completions`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct ChatCompletionRequest {
+    /// Must be the served model's name.
     pub model: String,
+    /// The conversation, rendered with the model's chat template.
     pub messages: Vec<MessageIn>,
+    /// Variables for the chat template (vLLM's extension).
     pub chat_template_kwargs: Option<ChatTemplateKwargs>,
+    /// Only absent, null or empty is supported.
     pub tools: Option<Value>,
 }
 
 /// One message of a chat request.
 #[derive(Clone, Debug, Deserialize)]
 pub struct MessageIn {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
     /// A string, a list of `{"type": "text", "text": ...}` parts, or null (assistant only).
     #[serde(default)]
@@ -125,11 +139,14 @@ pub struct MessageIn {
 /// `POST /v1/completions`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct CompletionRequest {
+    /// Must be the served model's name.
     pub model: String,
     /// A string, a list of one string, or a list of token ids.
     #[serde(default)]
     pub prompt: Value,
+    /// Only absent or false is supported.
     pub echo: Option<bool>,
+    /// Only absent or empty is supported.
     pub suffix: Option<String>,
 }
 
@@ -138,13 +155,19 @@ pub struct CompletionRequest {
 pub struct Sampling {
     /// `max_tokens` when given (checked against the context once the prompt is tokenized).
     pub max_tokens: Option<usize>,
+    /// Softmax temperature, 0..=2; 0 is greedy.
     pub temperature: f32,
+    /// Nucleus sampling threshold, (0, 1].
     pub top_p: f32,
+    /// Keep the `top_k` most likely tokens; 0 disables.
     pub top_k: usize,
     /// The request's seed, when it gave one.
     pub seed: Option<u64>,
+    /// Stop strings (non-empty, at most 4).
     pub stop: Vec<String>,
+    /// Answer with server-sent events.
     pub stream: bool,
+    /// Streaming: send a last chunk with `usage`.
     pub include_usage: bool,
 }
 
@@ -362,7 +385,9 @@ fn message_text(content: &Value, may_be_null: bool) -> Result<String, String> {
 /// What `prompt` of a completion request holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PromptIn {
+    /// Text, to be tokenized.
     Text(String),
+    /// Token ids, each below the vocabulary size.
     Tokens(Vec<u32>),
 }
 
@@ -431,7 +456,8 @@ impl CompletionRequest {
     }
 }
 
-/// Token counts of a response.
+/// Token counts of a response. Here and in the response types below, fields are named and mean
+/// what OpenAI's API says; only additions are documented.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: usize,

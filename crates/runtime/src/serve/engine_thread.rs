@@ -33,9 +33,11 @@ use crate::pipeline::{open_backend, BackendRequest, Device};
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// `tiny` or a checkpoint directory.
+    /// `--model`.
     pub model: String,
     /// The name clients use in `model` (default: `tiny`, or the directory's last component).
     pub served_name: Option<String>,
+    /// Where the decode step runs.
     pub device: Device,
     /// Pass pipeline spec.
     pub passes: String,
@@ -53,6 +55,7 @@ pub struct EngineConfig {
 pub struct ModelInfo {
     /// The name clients use in `model`.
     pub id: String,
+    /// The model's tokenizer (shared with the engine thread).
     pub tokenizer: Tokenizer,
     /// The chat template, when the model has one (`/v1/chat/completions` needs it).
     pub chat: Option<ChatTemplate>,
@@ -70,7 +73,9 @@ pub struct ModelInfo {
 
 /// One request for the engine.
 pub struct Job {
+    /// The prompt's token ids (checked: non-empty, fits the context with `opts.max_tokens`).
     pub prompt: Vec<u32>,
+    /// How to generate.
     pub opts: GenerateOptions,
     /// Where the engine sends the request's events; dropping the receiver cancels it.
     pub events: mpsc::UnboundedSender<Event>,

@@ -111,16 +111,21 @@ impl ApiError {
 /// The JSON of an error response.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
+    /// The error.
     pub error: ErrorObject<'a>,
 }
 
 /// The `error` object of an error response.
 #[derive(Debug, Serialize)]
 pub struct ErrorObject<'a> {
+    /// See [`ApiError::message`].
     pub message: &'a str,
+    /// See [`ApiError::kind`].
     #[serde(rename = "type")]
     pub kind: &'a str,
+    /// See [`ApiError::param`].
     pub param: Option<&'a str>,
+    /// See [`ApiError::code`].
     pub code: Option<&'a str>,
 }
 

@@ -18,13 +18,16 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// that match no route) and the response status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// The matched route, or `other`.
     pub endpoint: String,
+    /// HTTP status code.
     pub status: u16,
 }
 
 /// Labels of `braid_generations_total`: how a generation ended (`stop`, `length`, `cancelled`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FinishLabels {
+    /// `stop`, `length` or `cancelled`.
     pub reason: String,
 }
 

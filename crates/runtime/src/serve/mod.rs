@@ -37,6 +37,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Everything `braid serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
+    /// The engine thread's model and limits.
     pub engine: EngineConfig,
     /// Address to listen on (`127.0.0.1` by default: loopback only).
     pub host: String,

@@ -36,7 +36,9 @@ use crate::sampling::SamplingParams;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// The engine thread's handle.
     pub engine: Engine,
+    /// The server's metrics.
     pub metrics: Arc<Metrics>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
