@@ -37,6 +37,11 @@ pub enum Command {
     /// Print the CUDA backend's plan for the decode step (one line per kernel launch: kernel, grid,
     /// block, shared memory, bytes, backend fusions), for a recorded device or the live GPU.
     Plan(PlanArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat completions, completions, SSE).
+    Serve(ServeArgs),
+    /// Talk to the model: a multi-turn chat on stdin/stdout that reuses the KV cache of earlier
+    /// turns.
+    Chat(ChatArgs),
 }
 
 /// Where the decode step runs.
@@ -219,4 +224,68 @@ pub struct PlanArgs {
     /// Also print every launch's parameters (`name=value`, pointers as `region+offset`).
     #[arg(long)]
     pub verbose: bool,
+}
+
+/// `braid serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to run the decode step.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Address to listen on; the default answers only this machine (loopback).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (the address is printed on stderr).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests that may wait while one runs; more get 429 at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queue: u32,
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    #[arg(long, default_value_t = crate::serve::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// The model name clients send in `model` (default: `tiny`, or the checkpoint directory's name).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Run the CUDA step without graph capture (eager launches).
+    #[arg(long)]
+    pub no_graph: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to run the decode step.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// A system message that starts the conversation (kept by /reset).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Ask the template to skip the thinking block (Qwen3's `enable_thinking=false`).
+    #[arg(long)]
+    pub no_think: bool,
+    /// Most tokens of one answer (fewer when the context is nearly full).
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Softmax temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample from the k most likely tokens only; 0 disables.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling: the smallest set of tokens with probability >= p; 1 disables.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sampler seed, for reproducible sampling (each turn uses seed + turn number).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// After each answer, print its token counts (prompt, cached, generated) and speed to stderr.
+    #[arg(long)]
+    pub stats: bool,
+    /// Run the CUDA step without graph capture (eager launches).
+    #[arg(long)]
+    pub no_graph: bool,
 }

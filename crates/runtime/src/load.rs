@@ -103,6 +103,17 @@ impl LoadedModel {
         })
     }
 
+    /// The chat template. Errors when the directory has no `tokenizer_config.json` with a
+    /// `chat_template`.
+    pub fn chat_template(&self) -> Result<&ChatTemplate> {
+        self.chat.as_ref().with_context(|| {
+            format!(
+                "{}: no tokenizer_config.json with a chat_template, which chat needs",
+                self.source
+            )
+        })
+    }
+
     /// Lowers the decode step for `max_context` positions with a KV cache of `kv_dtype`. Without
     /// weights, weight leaves are declared bf16 (the dtype Qwen3 checkpoints ship in).
     pub fn lower(&self, max_context: usize, kv_dtype: DType) -> Result<Graph> {

@@ -22,6 +22,8 @@ fn main() -> ExitCode {
         Command::Profile(a) => commands::bench::profile(a),
         Command::Check(a) => commands::check::check(a),
         Command::Plan(a) => commands::plan::plan(a),
+        Command::Serve(a) => commands::serve::serve(a),
+        Command::Chat(a) => commands::chat::chat(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         sampling,
         stop_tokens: model.stop_tokens(),
+        stop_strings: Vec::new(),
     };
     let mut decoder = model.tokenizer()?.stream(false);
     let stdout = std::io::stdout();
@@ -57,7 +58,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             stats.generated_tokens,
             stats.decode.as_secs_f64() * 1e3,
             stats.decode_tok_per_s(),
-            if stats.stopped {
+            if stats.stopped() {
                 "; stopped at a stop token"
             } else {
                 ""
