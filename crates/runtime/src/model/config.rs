@@ -15,8 +15,10 @@ use super::error::LoadError;
 /// The shape and constants of a Qwen3 decoder, as read from `config.json`.
 ///
 /// Invariants after [`Qwen3Config::validate`]: every size is non-zero,
-/// `num_attention_heads % num_key_value_heads == 0`, `head_dim` is even (RoPE rotates pairs), and
-/// `rms_norm_eps` / `rope_theta` are finite and positive.
+/// `num_attention_heads % num_key_value_heads == 0`, `head_dim` is even (RoPE rotates pairs),
+/// and `rms_norm_eps` / `rope_theta` are finite and positive. Ids past the vocabulary are allowed
+/// (random test checkpoints keep Qwen3's ids with a small vocabulary) and reported by
+/// [`Qwen3Config::warnings`].
 ///
 /// Serializes to a transformers-4.x style `config.json` (what [`Qwen3Config::from_json_str`] reads
 /// back), so tests can write fixtures from it.
@@ -350,6 +352,27 @@ impl Qwen3Config {
             );
         }
         Ok(())
+    }
+
+    /// What is accepted but probably not meant: an `eos_token_id` at or past `vocab_size` (the
+    /// model can never produce that token). One message per problem, naming the field.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let past: Vec<String> = self
+            .eos_token_ids
+            .iter()
+            .filter(|&&id| id as usize >= self.vocab_size)
+            .map(u32::to_string)
+            .collect();
+        if !past.is_empty() {
+            out.push(format!(
+                "eos_token_id {} is not below vocab_size = {}: the model cannot produce it, so only \
+                 the tokenizer's stop tokens and the token limit end generation",
+                past.join(", "),
+                self.vocab_size
+            ));
+        }
+        out
     }
 
     /// The tensor schema of this shape: every tensor by its role ([`Qwen3Tensors`]). The one
