@@ -16,3 +16,4 @@ pub mod pipeline;
 pub mod qwen3;
 pub mod reference;
 pub mod sampling;
+pub mod ui;

@@ -138,6 +138,7 @@ pub fn open_backend<'m>(
 ) -> Result<Box<dyn DecodeBackend + 'm>> {
     let weights = model.weights()?;
     let gpu = select_gpu(req.device)?;
+    check_kv_memory(model, req.max_context, gpu.as_ref())?;
     let graph = fused_graph(model, req.passes, req.max_context, kv_dtype(gpu.is_some()))?;
     Ok(match gpu {
         Some(dev) => Box::new(CudaBackend::new(
@@ -163,6 +164,67 @@ pub fn cuda_executor(
     opts: ExecOptions,
 ) -> Result<CudaExecutor> {
     let weights = model.weights()?;
+    check_kv_memory(model, max_context, Some(dev))?;
     let g = fused_graph(model, spec, max_context, kv_dtype(true))?;
     CudaExecutor::new(dev, &g, weights, opts).context("setting up the CUDA decode step")
+}
+
+/// Refuses a KV cache that does not fit before anything is allocated. Its bytes (k and v caches of
+/// every layer: `max_context` rows of `num_key_value_heads * head_dim` elements, bf16 on the GPU, f32
+/// on the CPU) are compared with the GPU's free memory, or on the CPU with the available memory
+/// (sysinfo; the cgroup limit when lower) less the f32 copies of the weights the reference
+/// interpreter makes.
+///
+/// Errors: the bytes overflow, or are more than is available; the message gives both figures.
+pub fn check_kv_memory(
+    model: &LoadedModel,
+    max_context: usize,
+    gpu: Option<&CudaDevice>,
+) -> Result<()> {
+    let c = &model.config;
+    let dtype = kv_dtype(gpu.is_some());
+    let per_row =
+        (c.num_key_value_heads as u128) * (c.head_dim as u128) * dtype.size_bytes() as u128;
+    let kv = 2 * (c.num_hidden_layers as u128) * (max_context as u128) * per_row;
+    let (available, other, place) = match gpu {
+        Some(dev) => {
+            let (free, _total) = dev.memory()?;
+            (free as u128, 0u128, format!("free on {}", dev.name()))
+        }
+        None => {
+            let mut sys = sysinfo::System::new();
+            sys.refresh_memory();
+            let mut avail = sys.available_memory();
+            if let Some(limit) = sys.cgroup_limits() {
+                avail = avail.min(limit.free_memory);
+            }
+            // The interpreter upcasts every weight it reads to f32 and keeps it.
+            let params: u128 = c
+                .tensor_specs()
+                .iter()
+                .map(|s| s.shape.iter().map(|&d| d as u128).product::<u128>())
+                .sum();
+            (avail as u128, params * 4, "available in memory".to_string())
+        }
+    };
+    let needed = kv + other;
+    if needed > available {
+        let human = |b: u128| crate::ui::human_bytes(u64::try_from(b).unwrap_or(u64::MAX));
+        let weights = if other > 0 {
+            format!(" plus {} of f32 weights", human(other))
+        } else {
+            String::new()
+        };
+        bail!(
+            "--max-context {max_context}: the KV cache needs {} ({kv} bytes: k and v, {} layers x \
+             {max_context} rows x {} KV heads x {} x {dtype}){weights}, but only {} ({available} bytes) \
+             is {place}; lower --max-context",
+            human(kv),
+            c.num_hidden_layers,
+            c.num_key_value_heads,
+            c.head_dim,
+            human(available)
+        );
+    }
+    Ok(())
 }
