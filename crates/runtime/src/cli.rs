@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_CONTEXT: usize = 1024;
 /// The most KV-cache rows any run may ask for: positions are `i32` in the decode step.
 pub const MAX_CONTEXT_LIMIT: usize = i32::MAX as usize;
 
+/// The most elements one tensor (a layer's KV cache) may have: the IR's own bound, 2^48.
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 48;
+
 /// braid: a graph-capture runtime for batch-1 LLM decoding (Qwen3).
 ///
 /// The decode step of the model is lowered to an op-graph IR, fused by egg rewrite passes, and run by
@@ -115,6 +118,13 @@ impl BuildArgs {
                 "--max-context {n}: at most {MAX_CONTEXT_LIMIT} KV-cache rows (positions are 32-bit in the decode step)"
             );
         }
+        let row = (config.num_key_value_heads as u64) * (config.head_dim as u64);
+        if (n as u64).saturating_mul(row) > MAX_TENSOR_ELEMENTS {
+            bail!(
+                "--max-context {n}: a KV cache of {n} rows x {row} elements is more than 2^48 \
+                 elements per layer, the most a tensor may hold"
+            );
+        }
         if n > trained && !self.allow_long_context {
             let what = if self.max_context.is_some() {
                 format!("--max-context {n}")
@@ -155,10 +165,11 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// The prompt (the same as --prompt).
-    #[arg(value_name = "PROMPT", allow_hyphen_values = true)]
+    #[arg(value_name = "PROMPT")]
     pub prompt_text: Option<String>,
-    /// The prompt text; `-` reads it from standard input. Default: "Hello".
-    #[arg(long, allow_hyphen_values = true, value_name = "TEXT")]
+    /// The prompt text; `-` reads it from standard input. Default: "Hello". (A prompt that starts
+    /// with `-`: `--prompt=-text`, or after `--`.)
+    #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
     /// Read the prompt from a file (`-` for standard input).
     #[arg(long, value_name = "PATH")]
@@ -167,12 +178,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub chat: bool,
     /// With --chat: a system message before the user's.
-    #[arg(
-        long,
-        requires = "chat",
-        allow_hyphen_values = true,
-        value_name = "TEXT"
-    )]
+    #[arg(long, requires = "chat", value_name = "TEXT")]
     pub system: Option<String>,
     /// With --chat: ask the template to skip the thinking block (Qwen3's `enable_thinking=false`).
     #[arg(long, requires = "chat")]

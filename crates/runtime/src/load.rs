@@ -183,9 +183,17 @@ impl LoadedModel {
                 let params: u64 = c
                     .tensor_specs()
                     .iter()
-                    .map(|s| s.shape.iter().map(|&d| d as u64).product::<u64>())
-                    .sum();
-                (params, params * 2, "bf16, declared; no weights".to_string())
+                    .map(|s| {
+                        s.shape
+                            .iter()
+                            .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+                    })
+                    .fold(0u64, u64::saturating_add);
+                (
+                    params,
+                    params.saturating_mul(2),
+                    "bf16, declared; no weights".to_string(),
+                )
             }
         };
         format!(

@@ -67,6 +67,9 @@ pub struct Qwen3Config {
 pub const MAX_SIZE: usize = 1 << 24;
 /// Largest accepted `num_hidden_layers`.
 pub const MAX_LAYERS: usize = 4096;
+/// Largest accepted number of parameters over all tensors: 2^52, far above any real model, so that
+/// byte counts of the whole model (and costs summed over its graph) fit in 64 bits.
+pub const MAX_PARAMETERS: u64 = 1 << 52;
 
 /// The role of a tensor in the model, which decides how random weights are initialised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -316,6 +319,38 @@ impl Qwen3Config {
             if v > max {
                 return invalid(field, v.to_string(), &format!("at most {max}"));
             }
+        }
+        // The q projection is nh * d wide; with every other width bounded above, each tensor is
+        // then a product of two bounded sizes.
+        let q_width = (self.num_attention_heads as u64) * (self.head_dim as u64);
+        if q_width > MAX_SIZE as u64 {
+            return invalid(
+                "num_attention_heads",
+                self.num_attention_heads.to_string(),
+                &format!(
+                    "num_attention_heads x head_dim ({} x {} = {q_width}, the q projection's width) at most {MAX_SIZE}",
+                    self.num_attention_heads, self.head_dim
+                ),
+            );
+        }
+        let params = self
+            .tensor_specs()
+            .iter()
+            .map(|t| {
+                t.shape
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+            })
+            .fold(0u64, u64::saturating_add);
+        if params > MAX_PARAMETERS {
+            return invalid(
+                "num_hidden_layers",
+                self.num_hidden_layers.to_string(),
+                &format!(
+                    "a model of at most 2^52 parameters; these sizes make {params} (more than any \
+                     machine holds)"
+                ),
+            );
         }
         if !self
             .num_attention_heads
