@@ -88,7 +88,7 @@ impl From<DeviceArg> for crate::pipeline::Device {
 #[derive(Debug, Args, Clone)]
 pub struct BuildArgs {
     /// Fusion passes: `none`, `default`, or a comma-separated list of pass names.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", value_parser = parse_passes)]
     pub passes: String,
     /// KV-cache rows (tokens): the longest prompt + generation a run may use. Default: 1024, or the
     /// model's max_position_embeddings when smaller. More than max_position_embeddings is refused
@@ -247,7 +247,7 @@ pub struct OptArgs {
     /// IR text file, or - for standard input.
     pub file: PathBuf,
     /// Passes to run: `none`, `default`, or a comma-separated list.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", value_parser = parse_passes)]
     pub passes: String,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -425,4 +425,18 @@ pub fn parse_seed(s: &str) -> Result<u64, String> {
     }
     t.parse::<u64>()
         .map_err(|_| format!("expected an integer in 0..={}, got {s:?}", u64::MAX))
+}
+
+/// The most passes one `--passes` list may name.
+pub const MAX_PASSES: usize = 64;
+
+/// `--passes`: a spec [`braid_passes::PassManager::from_spec`] accepts, of at most [`MAX_PASSES`]
+/// passes (a list of thousands of `fuse` would run for hours).
+pub fn parse_passes(s: &str) -> Result<String, String> {
+    let pm = braid_passes::PassManager::from_spec(s).map_err(|e| e.to_string())?;
+    let n = pm.names().len();
+    if n > MAX_PASSES {
+        return Err(format!("{n} passes; at most {MAX_PASSES} in one list"));
+    }
+    Ok(s.to_string())
 }

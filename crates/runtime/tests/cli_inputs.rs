@@ -267,6 +267,14 @@ fn prompts_come_from_stdin_a_file_or_a_positional_argument() {
     );
     let (ok, _, err) = braid_in(&["generate", "--device", "cpu", "--prompt", "-"], "");
     assert!(!ok && err.contains("empty"), "{err}");
+    // An endless source is read up to a bound, not until memory runs out.
+    if Path::new("/dev/zero").exists() {
+        fails_with(
+            &["generate", "--prompt-file", "/dev/zero"],
+            &["--prompt-file /dev/zero", "MiB"],
+        );
+        fails_with(&["opt", "/dev/zero"], &["/dev/zero", "MiB of IR text"]);
+    }
 }
 
 #[test]
@@ -682,4 +690,24 @@ fn odd_ir_text_is_an_error_not_a_crash() {
     let _ = braid(&["opt", s(&path), "--stats"]);
     let (ok, _, err) = braid_in(&["opt", "-"], "%0 = silu(%0) : f32[1]\nreturn %0\n");
     assert!(!ok && err.contains("<stdin>"), "{err}");
+}
+
+#[test]
+fn pass_lists_and_references_are_checked_before_any_work() {
+    fails_with(
+        &["graph", "--passes", "nope"],
+        &["--passes", "`nope`", "fuse"],
+    );
+    let many = vec!["dce"; 65].join(",");
+    fails_with(&["graph", "--passes", &many], &["65 passes", "at most 64"]);
+    fails_with(
+        &["check", "--reference", "/nonexistent/reference.safetensors"],
+        &["/nonexistent/reference.safetensors", "no such file"],
+    );
+    if Path::new("/dev/zero").exists() {
+        fails_with(
+            &["check", "--reference", "/dev/zero"],
+            &["/dev/zero", "not a regular file"],
+        );
+    }
 }

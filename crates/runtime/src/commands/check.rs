@@ -49,6 +49,17 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         Some(p) => p.clone(),
         None => std::path::Path::new(spec).join("reference.safetensors"),
     };
+    if !path.is_file() {
+        bail!(
+            "{}: {} (expected reference.safetensors written by scripts/make_checkpoint.py)",
+            path.display(),
+            if path.exists() {
+                "not a regular file"
+            } else {
+                "no such file"
+            }
+        );
+    }
     let reference = Reference::load(&path)?;
     let t = args
         .positions

@@ -19,37 +19,47 @@ use crate::ui;
 /// The prompt when none is given.
 pub const DEFAULT_PROMPT: &str = "Hello";
 
-/// Reads all of standard input as UTF-8 text (`--prompt -`, `--prompt-file -`).
-fn read_stdin() -> Result<String> {
-    if std::io::stdin().is_terminal() {
-        ui::note("reading the prompt from standard input (end it with Ctrl-D)");
-    }
+/// The longest prompt read from standard input or a file: far more text than any context holds, and
+/// a bound on what `--prompt-file /dev/zero` reads.
+pub const MAX_PROMPT_BYTES: u64 = 16 << 20;
+
+/// Reads at most [`MAX_PROMPT_BYTES`] of `reader` as UTF-8 text; `what` names the source.
+fn read_prompt(reader: impl Read, what: &str) -> Result<String> {
     let mut bytes = Vec::new();
-    std::io::stdin()
+    reader
+        .take(MAX_PROMPT_BYTES + 1)
         .read_to_end(&mut bytes)
-        .context("reading the prompt from standard input")?;
+        .with_context(|| format!("{what}: cannot read it"))?;
+    if bytes.len() as u64 > MAX_PROMPT_BYTES {
+        bail!(
+            "{what}: more than {} MiB of prompt (no context holds that many tokens)",
+            MAX_PROMPT_BYTES >> 20
+        );
+    }
     String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
-            "the prompt on standard input is not UTF-8 text (invalid byte at offset {})",
+            "{what}: not UTF-8 text (invalid byte at offset {})",
             e.utf8_error().valid_up_to()
         )
     })
 }
 
-/// Reads a prompt file as UTF-8 text.
+/// Reads the prompt from standard input (`--prompt -`, `--prompt-file -`).
+fn read_stdin() -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        ui::note("reading the prompt from standard input (end it with Ctrl-D)");
+    }
+    read_prompt(std::io::stdin().lock(), "the prompt on standard input")
+}
+
+/// Reads a prompt file.
 fn read_prompt_file(path: &Path) -> Result<String> {
     if path.as_os_str() == "-" {
         return read_stdin();
     }
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("--prompt-file {}: cannot read it", path.display()))?;
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "--prompt-file {}: not UTF-8 text (invalid byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })
+    let what = format!("--prompt-file {}", path.display());
+    let file = std::fs::File::open(path).with_context(|| format!("{what}: cannot open it"))?;
+    read_prompt(file, &what)
 }
 
 /// The prompt text from the positional argument, `--prompt` (`-` = stdin) or `--prompt-file`.

@@ -51,18 +51,35 @@ pub fn graph(args: &GraphArgs) -> Result<()> {
     write_stdout(&emit(&g, &args.output))
 }
 
+/// The most IR text `braid opt` reads (the unfused decode step of 4096 layers prints to about 10 MB).
+pub const MAX_IR_BYTES: u64 = 256 << 20;
+
+/// Reads at most [`MAX_IR_BYTES`] from `reader`; `name` names it in errors.
+fn read_ir(reader: impl Read, name: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_IR_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading IR text from {name}"))?;
+    if bytes.len() as u64 > MAX_IR_BYTES {
+        anyhow::bail!(
+            "{name}: more than {} MiB of IR text (the largest decode step is a few tens of MB)",
+            MAX_IR_BYTES >> 20
+        );
+    }
+    Ok(bytes)
+}
+
 /// `braid opt`: parse IR text, verify, run passes, print.
 pub fn opt(args: &OptArgs) -> Result<()> {
     let (name, bytes) = if args.file.as_os_str() == "-" {
-        let mut s = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut s)
-            .context("reading IR text from standard input")?;
-        ("<stdin>".to_string(), s)
+        let bytes = read_ir(std::io::stdin().lock(), "<stdin>")?;
+        ("<stdin>".to_string(), bytes)
     } else {
-        let s = std::fs::read(&args.file)
-            .with_context(|| format!("reading IR text from {}", args.file.display()))?;
-        (args.file.display().to_string(), s)
+        let name = args.file.display().to_string();
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("reading IR text from {name}"))?;
+        (name.clone(), read_ir(file, &name)?)
     };
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
