@@ -208,8 +208,17 @@ pub fn check_kv_memory(
         }
     };
     let needed = kv + other;
+    let human = |b: u128| crate::ui::human_bytes(u64::try_from(b).unwrap_or(u64::MAX));
+    if other > available {
+        bail!(
+            "{}: the CPU reference interpreter holds every weight as f32, {} ({other} bytes), but \
+             only {} ({available} bytes) is {place}; run it on a GPU (--device cuda)",
+            model.source,
+            human(other),
+            human(available)
+        );
+    }
     if needed > available {
-        let human = |b: u128| crate::ui::human_bytes(u64::try_from(b).unwrap_or(u64::MAX));
         let weights = if other > 0 {
             format!(" plus {} of f32 weights", human(other))
         } else {
