@@ -122,6 +122,26 @@ fn a_closed_stdout_ends_braid_quietly() {
             "a closed pipe is not an error: {err}"
         );
     }
+    // Text streaming from generate into a reader that takes one byte.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args([
+            "generate",
+            "--device",
+            "cpu",
+            "--max-tokens",
+            "200",
+            "Hello",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run braid");
+    let mut byte = [0u8; 1];
+    std::io::Read::read_exact(&mut child.stdout.take().unwrap(), &mut byte).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
 }
 
 #[test]
