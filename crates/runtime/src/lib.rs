@@ -17,3 +17,4 @@ pub mod qwen3;
 pub mod reference;
 pub mod sampling;
 pub mod serve;
+pub mod ui;

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use braid_backend_cuda::ExecOptions;
-use braid_runtime::pipeline::Device;
+use braid_runtime::pipeline::{ContextRequest, Device};
 use braid_runtime::serve::app;
 use braid_runtime::serve::engine_thread::{Engine, EngineConfig};
 use serde_json::{json, Value};
@@ -27,7 +27,10 @@ fn config(max_context: usize, max_queue: usize) -> EngineConfig {
         served_name: None,
         device: Device::Cpu,
         passes: "default".into(),
-        max_context,
+        max_context: ContextRequest {
+            rows: Some(max_context),
+            allow_long: false,
+        },
         max_queue,
         exec: ExecOptions::default(),
     }

@@ -43,8 +43,8 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
     let template = model.chat_template()?.clone();
     let request = BackendRequest {
         device: args.device.into(),
-        passes: &args.model.passes,
-        max_context: args.model.max_context,
+        passes: &args.model.build.passes,
+        max_context: args.model.build.max_context(&model.config)?,
         exec: crate::pipeline::exec_options(!args.no_graph)?,
     };
     let mut session = Session::new(open_backend(&model, &request)?);

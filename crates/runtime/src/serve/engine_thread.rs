@@ -27,7 +27,9 @@ use super::metrics::{FinishLabels, Metrics};
 use crate::engine::{GenerateOptions, GenerationStats, Session};
 use crate::load::LoadedModel;
 use crate::model::{ChatTemplate, Tokenizer};
-use crate::pipeline::{open_backend, BackendRequest, Device};
+use crate::pipeline::{
+    open_backend, resolve_max_context, BackendRequest, ContextRequest, Device, DEFAULT_MAX_CONTEXT,
+};
 
 /// What the engine thread loads and how.
 #[derive(Clone, Debug)]
@@ -41,8 +43,8 @@ pub struct EngineConfig {
     pub device: Device,
     /// Pass pipeline spec.
     pub passes: String,
-    /// KV-cache rows (tokens).
-    pub max_context: usize,
+    /// KV-cache rows (tokens) asked for; resolved against the model's config once it is loaded.
+    pub max_context: ContextRequest,
     /// Requests that may wait for the engine (the running one not counted); at least 1.
     pub max_queue: usize,
     /// CUDA executor options.
@@ -228,13 +230,18 @@ fn engine_main(
         Ok(m) => m,
         Err(e) => return fail(&state, loaded, format!("{e:#}")),
     };
+    let max_context =
+        match resolve_max_context(&model.config, config.max_context, DEFAULT_MAX_CONTEXT) {
+            Ok(n) => n,
+            Err(e) => return fail(&state, loaded, format!("{e:#}")),
+        };
     let request = BackendRequest {
         device: config.device,
         passes: &config.passes,
-        max_context: config.max_context,
+        max_context,
         exec: config.exec,
     };
-    let (info, backend) = match model_info(&model, &config)
+    let (info, backend) = match model_info(&model, &config, max_context)
         .and_then(|info| Ok((info, open_backend(&model, &request)?)))
     {
         Ok(x) => x,
@@ -275,7 +282,7 @@ fn fail(state: &LoadState, loaded: oneshot::Sender<Result<(), String>>, msg: Str
 }
 
 /// The handlers' view of a loaded model.
-fn model_info(model: &LoadedModel, config: &EngineConfig) -> Result<ModelInfo> {
+fn model_info(model: &LoadedModel, config: &EngineConfig, max_context: usize) -> Result<ModelInfo> {
     let id = config.served_name.clone().unwrap_or_else(|| {
         std::path::Path::new(&model.source)
             .file_name()
@@ -285,7 +292,7 @@ fn model_info(model: &LoadedModel, config: &EngineConfig) -> Result<ModelInfo> {
         id,
         tokenizer: model.tokenizer()?.clone(),
         chat: model.chat_template().ok().cloned(),
-        max_context: config.max_context,
+        max_context,
         vocab_size: model.config.vocab_size,
         stop_tokens: model.stop_tokens(),
         created: SystemTime::now()
