@@ -63,6 +63,9 @@ pub enum Command {
     /// Talk to the model: a multi-turn chat on stdin/stdout that reuses the KV cache of earlier
     /// turns.
     Chat(ChatArgs),
+    /// The GEMV-chain benchmark (needs a GPU): the model's matmuls of one step, chained, in the
+    /// per-op CUDA graph and in the persistent kernel, next to a read pass of the same bytes.
+    BenchChain(ChainArgs),
 }
 
 /// Where the decode step runs.
@@ -418,6 +421,23 @@ pub struct ChatArgs {
     /// Run the CUDA step without graph capture (eager launches).
     #[arg(long)]
     pub no_graph: bool,
+}
+
+/// `braid bench-chain`.
+#[derive(Debug, Args)]
+pub struct ChainArgs {
+    /// A checkpoint directory (only its config.json is read) or `tiny`.
+    #[arg(long, default_value = "tiny", value_name = "DIR|tiny")]
+    pub model: String,
+    /// Layers of the chain (default: all of the model's).
+    #[arg(long, value_parser = parse_positive)]
+    pub layers: Option<usize>,
+    /// Steps timed per mode (after 10 untimed).
+    #[arg(long, default_value_t = 200, value_parser = parse_positive)]
+    pub steps: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A whole number >= 0 (`--top-k`, `--positions`).

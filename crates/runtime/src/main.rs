@@ -94,6 +94,7 @@ fn main() -> ExitCode {
         Command::Profile(a) => commands::bench::profile(a),
         Command::Check(a) => commands::check::check(a),
         Command::Plan(a) => commands::plan::plan(a),
+        Command::BenchChain(a) => commands::chain::bench_chain(a),
         Command::Serve(a) => commands::serve::serve(a),
         Command::Chat(a) => commands::chat::chat(a),
     };

@@ -1,6 +1,7 @@
 //! The `braid` subcommands, one module each.
 
 pub mod bench;
+pub mod chain;
 pub mod chat;
 pub mod check;
 pub mod generate;
