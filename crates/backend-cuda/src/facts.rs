@@ -200,12 +200,12 @@ pub const SM90_KERNELS: &[KernelResources] = &[
     },
     KernelResources {
         name: "gemv_direct2_f32",
-        registers: 76,
+        registers: 78,
         static_smem: 0,
     },
     KernelResources {
         name: "gemv_direct2_glu_f32",
-        registers: 78,
+        registers: 76,
         static_smem: 0,
     },
 ];

@@ -110,14 +110,22 @@ fn param_structs_match_the_rust_layout() {
     }
 }
 
-/// `(kernel, registers, static shared memory)` from a ptxas `-v` log.
-fn ptxas_resources(log: &str) -> Vec<(String, u32, u32)> {
+/// `(kernel, registers, static shared memory, spill store bytes)` from a ptxas `-v` log.
+fn ptxas_resources(log: &str) -> Vec<(String, u32, u32, u32)> {
     let mut out = Vec::new();
     let mut current: Option<String> = None;
+    let mut spills = 0;
     for line in log.lines() {
         if let Some(at) = line.find("Compiling entry function '") {
             let rest = &line[at + "Compiling entry function '".len()..];
             current = rest.split('\'').next().map(str::to_string);
+            spills = 0;
+        } else if let Some(at) = line.find("bytes spill stores") {
+            let words: Vec<&str> = line[..at]
+                .split([' ', ','])
+                .filter(|w| !w.is_empty())
+                .collect();
+            spills = words.last().and_then(|w| w.parse().ok()).unwrap_or(0);
         } else if let (Some(name), Some(at)) = (&current, line.find("Used ")) {
             let words: Vec<&str> = line[at..]
                 .split([' ', ','])
@@ -129,7 +137,7 @@ fn ptxas_resources(log: &str) -> Vec<(String, u32, u32)> {
                 .find(|w| w[1] == "bytes" && w[2] == "smem")
                 .and_then(|w| w[0].parse().ok())
                 .unwrap_or(0);
-            out.push((name.clone(), regs, smem));
+            out.push((name.clone(), regs, smem, spills));
             current = None;
         }
     }
@@ -149,9 +157,14 @@ fn recorded_sm90_registers_match_the_kernels() {
     assert!(found.len() >= SM90_KERNELS.len(), "{log}");
     let mut wrong = Vec::new();
     for k in SM90_KERNELS {
-        match found.iter().find(|(n, _, _)| n == k.name) {
-            Some((_, regs, smem)) if (*regs, *smem) == (k.registers, k.static_smem) => {}
-            Some((_, regs, smem)) => wrong.push(format!(
+        match found.iter().find(|(n, _, _, _)| n == k.name) {
+            Some((_, _, _, spills)) if *spills > 0 => wrong.push(format!(
+                "{}: ptxas spills {spills} bytes (a GEMV in the hot loop must not spill; check its \
+                 __launch_bounds__)",
+                k.name
+            )),
+            Some((_, regs, smem, _)) if (*regs, *smem) == (k.registers, k.static_smem) => {}
+            Some((_, regs, smem, _)) => wrong.push(format!(
                 "{}: recorded {} registers / {} B smem, ptxas says {regs} / {smem}",
                 k.name, k.registers, k.static_smem
             )),
