@@ -112,8 +112,10 @@ extern "C" __global__ void __launch_bounds__(PST_THREADS, 1) persistent_gemv(con
             ++issued;
         }
         const PersistentInsn& q = p.insns[i];
+        // Another slice of the stage before it: its wait is met and x is already in shared memory.
+        const bool same_input = i > first && p.insns[i - 1].x == q.x && p.insns[i - 1].signal_counter == q.signal_counter;
         // The input: wait for its producer (thread 0 polls, bounded), then stage x in shared memory.
-        if (tid == 0 && q.wait_counter >= 0 && !(p.flags & PST_NO_DEPS)) {
+        if (tid == 0 && !same_input && q.wait_counter >= 0 && !(p.flags & PST_NO_DEPS)) {
             const unsigned* ctr = p.counters + q.wait_counter * 32;
             const unsigned want = epoch * q.wait_target;
             unsigned seen = pst_ld_acquire(ctr);
@@ -136,8 +138,10 @@ extern "C" __global__ void __launch_bounds__(PST_THREADS, 1) persistent_gemv(con
             pst_wait_groups(0);
             return;
         }
-        for (int e = tid * 4; e < q.k; e += PST_THREADS * 4) {
-            *reinterpret_cast<float4*>(xs + e) = __ldcg(reinterpret_cast<const float4*>(q.x + e));
+        if (!same_input) {
+            for (int e = tid * 4; e < q.k; e += PST_THREADS * 4) {
+                *reinterpret_cast<float4*>(xs + e) = __ldcg(reinterpret_cast<const float4*>(q.x + e));
+            }
         }
         // This instruction's weights: its commit group and every earlier one are complete.
         pst_wait_groups(issued - i - 1);

@@ -6,7 +6,7 @@
 //! one row, views between them) chained one after another: the GEMV-chain benchmark of the issue
 //! (Qwen3-0.6B's 113 matmuls) and the shape of every transformer step's dependency chain. Each
 //! stage (matmul) is cut into row slices, one contiguous range per CTA, each range cut again so
-//! that a slice fits half the shared-memory ring (so the next slice can always stream in while one
+//! that a slice fits a quarter of the shared-memory ring (so the next slices stream in while one
 //! is computed). Stage `s` waits for every instruction of stage `s - 1`: one counter per stage,
 //! counting up across steps.
 
@@ -20,6 +20,10 @@ use crate::facts::Target;
 use crate::lower::{operand_form, View};
 use crate::params::{PersistentInsn, PERSISTENT_THREADS};
 use crate::plan::MemoryPlan;
+
+/// A slice is at most this fraction of the ring, so that several upcoming slices stream while one
+/// is computed (slices of one stage after the first share its wait and its x).
+const SLICES_IN_RING: usize = 4;
 
 /// Bytes of shared memory the kernel keeps for itself (its static variables, alignment).
 const STATIC_SMEM_RESERVE: usize = 1024;
@@ -175,10 +179,11 @@ pub fn schedule(g: &Graph, target: &Target<'_>) -> Result<Schedule, CudaError> {
     let x_bytes = (max_k * 4).div_ceil(16) * 16;
     let smem = target.facts.smem_per_block_optin as usize;
     let ring_bytes = (smem.saturating_sub(x_bytes + STATIC_SMEM_RESERVE)) / 16 * 16;
-    // Instructions: per CTA, per stage, contiguous row slices of at most half the ring.
+    // Instructions: per CTA, per stage, contiguous row slices of at most a quarter of the ring,
+    // cut evenly.
     let mut per_cta: Vec<Vec<(usize, PersistentInsn)>> = vec![Vec::new(); ctas];
     for (s, st) in stages.iter_mut().enumerate() {
-        let max_rows = (ring_bytes / 2) / (st.k * 2);
+        let max_rows = (ring_bytes / SLICES_IN_RING) / (st.k * 2);
         if max_rows == 0 {
             return Err(CudaError::Graph(format!(
                 "{}: one row of W ({} bytes) does not fit half the persistent kernel's ring ({} bytes)",
@@ -192,9 +197,11 @@ pub fn schedule(g: &Graph, target: &Target<'_>) -> Result<Schedule, CudaError> {
         for (c, queue) in per_cta.iter_mut().enumerate() {
             let row0 = c * base + c.min(rem);
             let rows = base + usize::from(c < rem);
+            let pieces = rows.div_ceil(max_rows).max(1);
+            let per = rows.div_ceil(pieces);
             let mut r = 0;
             while r < rows {
-                let take = (rows - r).min(max_rows);
+                let take = (rows - r).min(per);
                 queue.push((
                     s,
                     PersistentInsn {
