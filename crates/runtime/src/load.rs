@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use braid_ir::{DType, Graph, WeightSource};
 
+use crate::decoder::{lower_decode_step, LowerOptions, WeightTypes};
 use crate::model::chat::{ChatMessage, ChatTemplate};
 use crate::model::{Checkpoint, Qwen3Config, Tokenizer};
-use crate::qwen3::{lower_decode_step, LowerOptions, WeightTypes};
 
 /// Seed of the built-in tiny model's random weights.
 pub const TINY_SEED: u64 = 0x0062_7261_6964; // "braid" in ASCII
