@@ -9,6 +9,17 @@ use crate::decoder::{lower_decode_step, LowerOptions, WeightTypes};
 use crate::model::chat::{ChatMessage, ChatTemplate};
 use crate::model::{Checkpoint, Qwen3Config, Tokenizer};
 
+/// Tokens that end a turn or a text in the supported families' tokenizers, stop tokens whenever
+/// the tokenizer has them: Qwen's `<|im_end|>` / `<|endoftext|>` (also SmolLM2's), Llama 3's
+/// `<|eot_id|>` (end of turn), `<|eom_id|>` (end of a tool-call message) and `<|end_of_text|>`.
+pub const END_TOKENS: [&str; 5] = [
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end_of_text|>",
+];
+
 /// Seed of the built-in tiny model's random weights.
 pub const TINY_SEED: u64 = 0x0062_7261_6964; // "braid" in ASCII
 
@@ -119,6 +130,11 @@ impl LoadedModel {
     }
 
     /// The prompt's token ids; with `chat`, formatted as one user turn by the model's chat template.
+    ///
+    /// As transformers: plain text is encoded with the tokenizer's special tokens (its
+    /// post-processor, e.g. Llama 3's `<|begin_of_text|>`; Qwen's adds none), chat-rendered text
+    /// without them (`apply_chat_template` tokenizes with `add_special_tokens=False`: the
+    /// template writes its own BOS, so there is never a second one).
     pub fn prompt_tokens(&self, prompt: &str, chat: bool, no_think: bool) -> Result<Vec<u32>> {
         let tok = self.tokenizer()?;
         let text = if chat {
@@ -136,19 +152,15 @@ impl LoadedModel {
         } else {
             prompt.to_string()
         };
-        Ok(tok.encode(&text, false)?)
+        Ok(tok.encode(&text, !chat)?)
     }
 
-    /// Tokens that end generation: the config's `eos_token_id`s and the tokenizer's `<|im_end|>` and
-    /// `<|endoftext|>` when present.
+    /// Tokens that end generation: the config's `eos_token_id`s and the tokenizer's end tokens
+    /// ([`END_TOKENS`]) when present.
     pub fn stop_tokens(&self) -> Vec<u32> {
         let mut stops = self.config.eos_token_ids.clone();
         if let Some(tok) = &self.tokenizer {
-            stops.extend(
-                ["<|im_end|>", "<|endoftext|>"]
-                    .iter()
-                    .filter_map(|t| tok.token_id(t)),
-            );
+            stops.extend(END_TOKENS.iter().filter_map(|t| tok.token_id(t)));
         }
         stops.sort();
         stops.dedup();

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod family;
+pub mod jinja;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
