@@ -188,7 +188,12 @@ impl Family {
             field: field.into(),
             found,
             why: format!(
-                "architectures {archs:?}, model_type {model_type:?}; braid lowers {}",
+                "{}, model_type {model_type:?}; braid lowers {}",
+                if archs.is_empty() {
+                    "no architectures".to_string()
+                } else {
+                    format!("architectures {archs:?}")
+                },
                 Family::supported()
             ),
         };
