@@ -156,3 +156,43 @@ struct BenchReadParams {
     unsigned* sink;
     unsigned long long n16;    // 16-byte vectors
 };
+
+// ---- persistent.cu: the persistent decode step ----
+
+// Threads per CTA of the persistent kernel (one CTA per multiprocessor).
+#define PST_THREADS 512
+
+// One tile instruction: rows [row0, row0 + rows) of y = x · Wᵀ, W bf16 [n, k].
+struct PersistentInsn {
+    const void* w;             // W [n, k] bf16 (the whole matrix; row0 selects the slice)
+    const float* x;            // x [k]
+    float* y;                  // y [n]
+    int row0;
+    int rows;
+    int k;
+    int wait_counter;          // -1: no wait; else wait until counters[c] >= epoch * wait_target
+    unsigned wait_target;
+    int signal_counter;        // -1: none; else counters[c] += 1 when the rows are written
+};
+
+// The first timeout of a launch (code 0: none).
+struct PersistentError {
+    int code;                  // 1: a wait passed its bound
+    int abort;                 // raised by the first timeout; every CTA leaves
+    int insn;                  // the waiting instruction
+    int counter;               // the counter it waited on
+    unsigned expected;         // the value it waited for
+    unsigned seen;             // the value it saw last
+    int cta;                   // the CTA that timed out
+    int pad_;
+};
+
+struct PersistentParams {
+    const PersistentInsn* insns;   // every CTA's queue, back to back
+    const int* queue_start;        // [ctas + 1]: CTA c runs insns[queue_start[c] .. queue_start[c + 1])
+    unsigned* counters;            // one per stage, 128 bytes apart; count up across launches
+    unsigned* epochs;              // one per CTA, 128 bytes apart: launches seen by the CTA
+    PersistentError* err;
+    unsigned ring_bytes;           // shared memory for weight slices; x [max k] f32 follows it
+    unsigned flags;                // PST_NO_DEPS: ignore waits (streaming-only measurement)
+};

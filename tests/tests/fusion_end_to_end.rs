@@ -77,6 +77,7 @@ fn greedy_tokens_identical_with_and_without_fusion() {
             max_tokens: 16,
             sampling: SamplingParams::greedy(),
             stop_tokens: vec![],
+            stop_strings: vec![],
         };
         let mut toks = Vec::new();
         generate(backend.as_mut(), &prompt, &opts, &mut |t| {

@@ -69,6 +69,10 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         file: "bench.cu",
         text: include_str!("../../../kernels/bench.cu"),
     },
+    KernelSource {
+        file: "persistent.cu",
+        text: include_str!("../../../kernels/persistent.cu"),
+    },
 ];
 
 /// The kernel source called `file` (e.g. `gemv.cu`).

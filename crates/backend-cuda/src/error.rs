@@ -53,6 +53,10 @@ pub enum CudaError {
     /// A step argument is out of range (token id, position).
     #[error("{0}")]
     BadArgument(String),
+    /// A bounded wait on the device passed its bound; the message names what waited, on what, and
+    /// what it saw.
+    #[error("the GPU step timed out: {0}")]
+    Timeout(String),
 }
 
 /// Attaches "while `what`" context to a driver result.

@@ -94,6 +94,7 @@ pub mod facts;
 pub mod launch;
 pub mod lower;
 pub mod params;
+pub mod persistent;
 pub mod plan;
 pub mod profile;
 pub mod tuning;

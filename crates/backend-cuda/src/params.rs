@@ -506,6 +506,59 @@ kernel_params! {
     }
 }
 
+/// Threads per CTA of the persistent kernel (`PST_THREADS` in `kernels/params.cuh`).
+pub const PERSISTENT_THREADS: u32 = 512;
+
+kernel_params! {
+    /// One tile instruction of the persistent kernel (`kernels/persistent.cu`): rows
+    /// `[row0, row0 + rows)` of `y = x · Wᵀ`, W bf16 `[n, k]`. Lives in device memory.
+    pub struct PersistentInsn {
+        /// W `[n, k]` bf16 (the whole matrix).
+        pub w: Ptr,
+        /// x `[k]` f32.
+        pub x: Ptr,
+        /// y `[n]` f32.
+        pub y: Ptr,
+        pub row0: i32,
+        pub rows: i32,
+        pub k: i32,
+        /// -1: no wait; else wait until `counters[c] >= epoch * wait_target`.
+        pub wait_counter: i32,
+        pub wait_target: u32,
+        /// -1: none; else `counters[c] += 1` once the rows are written.
+        pub signal_counter: i32,
+    }
+}
+
+kernel_params! {
+    /// The first timeout of a persistent launch (`code` 0: none), read back by the host.
+    pub struct PersistentError {
+        pub code: i32,
+        pub abort: i32,
+        pub insn: i32,
+        pub counter: i32,
+        pub expected: u32,
+        pub seen: u32,
+        pub cta: i32,
+        pub pad_: i32,
+    }
+}
+
+kernel_params! {
+    /// `persistent_gemv` (`kernels/persistent.cu`).
+    pub struct PersistentParams {
+        pub insns: Ptr,
+        pub queue_start: Ptr,
+        pub counters: Ptr,
+        pub epochs: Ptr,
+        pub err: Ptr,
+        /// Shared memory for weight slices, bytes; x `[max k]` f32 follows it.
+        pub ring_bytes: u32,
+        /// 1: ignore waits (streaming-only measurement).
+        pub flags: u32,
+    }
+}
+
 /// The parameters of one launch, of whichever kernel family.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Params {
@@ -520,6 +573,7 @@ pub enum Params {
     Argmax(ArgmaxParams),
     BenchFill(BenchFillParams),
     BenchRead(BenchReadParams),
+    Persistent(PersistentParams),
 }
 
 /// Applies `$f` to the struct inside a [`Params`].
@@ -537,6 +591,7 @@ macro_rules! with_params {
             Params::Argmax($x) => $e,
             Params::BenchFill($x) => $e,
             Params::BenchRead($x) => $e,
+            Params::Persistent($x) => $e,
         }
     };
 }
@@ -648,6 +703,12 @@ pub fn c_layout_assertions() -> String {
     one::<ArgmaxParams>(&mut s);
     one::<BenchFillParams>(&mut s);
     one::<BenchReadParams>(&mut s);
+    one::<PersistentInsn>(&mut s);
+    one::<PersistentError>(&mut s);
+    one::<PersistentParams>(&mut s);
+    s.push_str(&format!(
+        "static_assert(PST_THREADS == {PERSISTENT_THREADS}, \"PST_THREADS differs from params.rs\");\n"
+    ));
     s.push_str(&format!(
         "static_assert(GEMV_THREADS == {GEMV_THREADS}, \"GEMV_THREADS differs from params.rs\");\n"
     ));

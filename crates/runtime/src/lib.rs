@@ -17,3 +17,5 @@ pub mod model;
 pub mod pipeline;
 pub mod reference;
 pub mod sampling;
+pub mod serve;
+pub mod ui;

@@ -73,6 +73,66 @@ pub fn tuning() -> Result<Tuning> {
     Ok(Tuning::from_env()?)
 }
 
+/// The KV-cache rows a run gets without `--max-context` (or the model's `max_position_embeddings`
+/// when that is smaller).
+pub const DEFAULT_MAX_CONTEXT: usize = 1024;
+
+/// The most KV-cache rows any run may ask for: positions are `i32` in the decode step.
+pub const MAX_CONTEXT_LIMIT: usize = i32::MAX as usize;
+
+/// The most elements one tensor (a layer's KV cache) may have: the IR's own bound, 2^48.
+pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 48;
+
+/// What a caller asks of the KV cache's size: explicit rows (`--max-context`) and whether rows past
+/// the model's trained length are allowed (`--allow-long-context`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContextRequest {
+    pub rows: Option<usize>,
+    pub allow_long: bool,
+}
+
+/// The KV-cache rows to use: `req.rows`, or `default` capped at the model's
+/// `max_position_embeddings`.
+///
+/// Errors: rows beyond `max_position_embeddings` without `allow_long`, beyond
+/// [`MAX_CONTEXT_LIMIT`], or a KV cache of more than [`MAX_TENSOR_ELEMENTS`] per layer (the message
+/// names `--max-context`).
+pub fn resolve_max_context(
+    config: &crate::model::Qwen3Config,
+    req: ContextRequest,
+    default: usize,
+) -> Result<usize> {
+    let trained = config.max_position_embeddings;
+    let n = match req.rows {
+        Some(n) => n,
+        None => default.min(trained).max(1),
+    };
+    if n > MAX_CONTEXT_LIMIT {
+        bail!(
+                "--max-context {n}: at most {MAX_CONTEXT_LIMIT} KV-cache rows (positions are 32-bit in the decode step)"
+            );
+    }
+    let row = (config.num_key_value_heads as u64) * (config.head_dim as u64);
+    if (n as u64).saturating_mul(row) > MAX_TENSOR_ELEMENTS {
+        bail!(
+            "--max-context {n}: a KV cache of {n} rows x {row} elements is more than 2^48 \
+                 elements per layer, the most a tensor may hold"
+        );
+    }
+    if n > trained && !req.allow_long {
+        let what = if req.rows.is_some() {
+            format!("--max-context {n}")
+        } else {
+            format!("{n} positions are needed, which")
+        };
+        bail!(
+                "{what} is more than the model's max_position_embeddings = {trained} (from its config); \
+                 lower it, or pass --allow-long-context to run past the trained length"
+            );
+    }
+    Ok(n)
+}
+
 /// The KV-cache dtype of a step: bf16 on the GPU (as transformers' bf16 cache), f32 on the CPU
 /// reference.
 pub fn kv_dtype(on_gpu: bool) -> DType {
@@ -157,6 +217,7 @@ pub fn open_backend<'m>(
 ) -> Result<Box<dyn DecodeBackend + 'm>> {
     let weights = model.weights()?;
     let gpu = select_gpu(req.device)?;
+    check_kv_memory(model, req.max_context, gpu.as_ref())?;
     let graph = fused_graph(model, req.passes, req.max_context, kv_dtype(gpu.is_some()))?;
     Ok(match gpu {
         Some(dev) => Box::new(CudaBackend::new(
@@ -182,6 +243,76 @@ pub fn cuda_executor(
     opts: ExecOptions,
 ) -> Result<CudaExecutor> {
     let weights = model.weights()?;
+    check_kv_memory(model, max_context, Some(dev))?;
     let g = fused_graph(model, spec, max_context, kv_dtype(true))?;
     CudaExecutor::new(dev, &g, weights, opts).context("setting up the CUDA decode step")
+}
+
+/// Refuses a KV cache that does not fit before anything is allocated. Its bytes (k and v caches of
+/// every layer: `max_context` rows of `num_key_value_heads * head_dim` elements, bf16 on the GPU, f32
+/// on the CPU) are compared with the GPU's free memory, or on the CPU with the available memory
+/// (sysinfo; the cgroup limit when lower) less the f32 copies of the weights the reference
+/// interpreter makes.
+///
+/// Errors: the bytes overflow, or are more than is available; the message gives both figures.
+pub fn check_kv_memory(
+    model: &LoadedModel,
+    max_context: usize,
+    gpu: Option<&CudaDevice>,
+) -> Result<()> {
+    let c = &model.config;
+    let dtype = kv_dtype(gpu.is_some());
+    let per_row =
+        (c.num_key_value_heads as u128) * (c.head_dim as u128) * dtype.size_bytes() as u128;
+    let kv = 2 * (c.num_hidden_layers as u128) * (max_context as u128) * per_row;
+    let (available, other, place) = match gpu {
+        Some(dev) => {
+            let (free, _total) = dev.memory()?;
+            (free as u128, 0u128, format!("free on {}", dev.name()))
+        }
+        None => {
+            let mut sys = sysinfo::System::new();
+            sys.refresh_memory();
+            let mut avail = sys.available_memory();
+            if let Some(limit) = sys.cgroup_limits() {
+                avail = avail.min(limit.free_memory);
+            }
+            // The interpreter upcasts every weight it reads to f32 and keeps it.
+            let params: u128 = c
+                .tensor_specs()
+                .iter()
+                .map(|s| s.shape.iter().map(|&d| d as u128).product::<u128>())
+                .sum();
+            (avail as u128, params * 4, "available in memory".to_string())
+        }
+    };
+    let needed = kv + other;
+    let human = |b: u128| crate::ui::human_bytes(u64::try_from(b).unwrap_or(u64::MAX));
+    if other > available {
+        bail!(
+            "{}: the CPU reference interpreter holds every weight as f32, {} ({other} bytes), but \
+             only {} ({available} bytes) is {place}; run it on a GPU (--device cuda)",
+            model.source,
+            human(other),
+            human(available)
+        );
+    }
+    if needed > available {
+        let weights = if other > 0 {
+            format!(" plus {} of f32 weights", human(other))
+        } else {
+            String::new()
+        };
+        bail!(
+            "--max-context {max_context}: the KV cache needs {} ({kv} bytes: k and v, {} layers x \
+             {max_context} rows x {} KV heads x {} x {dtype}){weights}, but only {} ({available} bytes) \
+             is {place}; lower --max-context",
+            human(kv),
+            c.num_hidden_layers,
+            c.num_key_value_heads,
+            c.head_dim,
+            human(available)
+        );
+    }
+    Ok(())
 }

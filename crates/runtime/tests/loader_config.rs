@@ -369,3 +369,34 @@ fn tensor_specs_have_qwen3_shapes() {
     let norms = specs.iter().filter(|s| s.role == TensorRole::Norm).count();
     assert_eq!(norms, 2 * 4 + 1);
 }
+
+#[test]
+fn sizes_whose_tensors_would_not_fit_are_rejected() {
+    // Each size alone is within bounds; the q projection (heads x head_dim) is not.
+    let v = edited(|m| {
+        m.insert("num_attention_heads".into(), json!(1 << 20));
+        m.insert("num_key_value_heads".into(), json!(1 << 20));
+        m.insert("head_dim".into(), json!(1 << 20));
+    });
+    expect_error(&v, &["`num_attention_heads`", "q projection"]);
+    // Every tensor fits, but the whole model is more than 2^52 parameters.
+    let v = edited(|m| {
+        m.insert("hidden_size".into(), json!(1 << 24));
+        m.insert("intermediate_size".into(), json!(1 << 24));
+        m.insert("num_hidden_layers".into(), json!(4096));
+    });
+    expect_error(&v, &["`num_hidden_layers`", "2^52 parameters"]);
+}
+
+#[test]
+fn an_eos_id_past_the_vocabulary_is_a_warning() {
+    let v = edited(|m| {
+        m.insert("vocab_size".into(), json!(1000));
+        m.insert("eos_token_id".into(), json!([5, 151645]));
+    });
+    let (_dir, _path, result) = load(&v);
+    let c = result.expect("loads");
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("eos_token_id 151645") && w[0].contains("vocab_size = 1000"));
+}

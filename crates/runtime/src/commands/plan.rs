@@ -14,8 +14,8 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.model)?;
     let g = pipeline::fused_graph(
         &model,
-        &args.model.passes,
-        args.model.max_context,
+        &args.model.build.passes,
+        args.model.build.max_context(&model.config)?,
         pipeline::kv_dtype(true),
     )?;
     let tuning = pipeline::tuning()?;
@@ -32,7 +32,7 @@ pub fn plan(args: &PlanArgs) -> Result<()> {
     };
     println!(
         "model     {} (passes `{}`)",
-        model.source, args.model.passes
+        model.source, args.model.build.passes
     );
     print!("{}", plan.text(args.verbose));
     Ok(())

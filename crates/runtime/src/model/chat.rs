@@ -66,6 +66,8 @@ pub struct ChatTemplate {
     /// Special tokens passed to the template by name (`bos_token`, `eos_token`, `pad_token`,
     /// `unk_token`), as transformers does.
     special_tokens: BTreeMap<String, String>,
+    /// The template text, for quoting it in errors.
+    source: String,
 }
 
 impl ChatTemplate {
@@ -131,12 +133,13 @@ impl ChatTemplate {
             jinja::strftime_now(Clock::System, format)
         });
         env.add_filter("tojson", jinja::tojson);
-        env.add_template_owned(TEMPLATE_NAME, source)
-            .map_err(|e| template_error(origin, &e))?;
+        env.add_template_owned(TEMPLATE_NAME, source.clone())
+            .map_err(|e| template_error(origin, &e, &source))?;
         Ok(ChatTemplate {
             env,
             origin: origin.into(),
             special_tokens,
+            source,
         })
     }
 
@@ -188,10 +191,10 @@ impl ChatTemplate {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
-            .map_err(|e| template_error(&self.origin, &e))?;
+            .map_err(|e| template_error(&self.origin, &e, &self.source))?;
         template
             .render(ctx)
-            .map_err(|e| template_error(&self.origin, &e))
+            .map_err(|e| template_error(&self.origin, &e, &self.source))
     }
 }
 
@@ -209,7 +212,9 @@ fn raise_exception(msg: String) -> Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, msg))
 }
 
-fn template_error(origin: &Path, e: &Error) -> LoadError {
+/// A [`LoadError::Template`] from a minijinja error; `source` (the template text) lets the message
+/// quote the expression at fault, e.g. the undefined `foo.bar` of `{{ foo.bar }}`.
+fn template_error(origin: &Path, e: &Error, source: &str) -> LoadError {
     // minijinja's Display ends in "(in chat_template:L)"; say the line in the template's terms.
     let mut msg = match e.line() {
         Some(line) => format!("line {line}: {}", e.kind()),
@@ -217,6 +222,18 @@ fn template_error(origin: &Path, e: &Error) -> LoadError {
     };
     if let Some(detail) = e.detail() {
         msg = format!("{msg}: {detail}");
+    }
+    let expr = e
+        .range()
+        .and_then(|r| source.get(r))
+        .map(str::trim)
+        .filter(|x| !x.is_empty() && x.len() <= 200);
+    if let Some(expr) = expr {
+        if e.kind() == ErrorKind::UndefinedError {
+            msg = format!("{msg}: `{expr}` (a variable or attribute the template is not given)");
+        } else {
+            msg = format!("{msg} in `{expr}`");
+        }
     }
     LoadError::Template {
         path: origin.into(),

@@ -388,6 +388,100 @@ impl Checkpoint {
     }
 }
 
+impl Checkpoint {
+    /// The tensors of the checkpoint that a Qwen3 model of shape `config` does not read, sorted
+    /// (a checkpoint of another architecture, or extra heads); loading warns about them.
+    pub fn unexpected_tensors(&self, config: &Qwen3Config) -> Vec<&str> {
+        let wanted: BTreeSet<String> = config.tensor_specs().into_iter().map(|s| s.name).collect();
+        self.tensors
+            .keys()
+            .filter(|name| !wanted.contains(*name))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Number of weight elements (parameters) over all tensors.
+    pub fn parameters(&self) -> u64 {
+        self.tensors
+            .values()
+            .map(|e| e.shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum()
+    }
+
+    /// The dtypes of the tensors, most bytes first, as `bf16` or `bf16+f32`.
+    pub fn dtype_summary(&self) -> String {
+        let mut bytes: BTreeMap<String, usize> = BTreeMap::new();
+        for e in self.tensors.values() {
+            *bytes
+                .entry(e.dtype.to_string().to_ascii_lowercase())
+                .or_default() += e.end - e.start;
+        }
+        let mut v: Vec<(String, usize)> = bytes.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter().map(|(d, _)| d).collect::<Vec<_>>().join("+")
+    }
+
+    /// Checks that every element of the float tensors named in `names` is finite: a NaN or an
+    /// infinity in a weight would only surface later as NaN logits. `progress(bytes)` is called as
+    /// bytes are scanned.
+    ///
+    /// Errors: [`LoadError::InvalidTensor`] naming the tensor, its file, the first bad element
+    /// and its value.
+    pub fn check_finite<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), LoadError> {
+        for name in names {
+            let Some(entry) = self.tensors.get(name) else {
+                continue;
+            };
+            let bytes = &self.files[entry.file].bytes.as_slice()[entry.start..entry.end];
+            let bad = match entry.dtype {
+                // bf16 / f16 / f32: every exponent bit set means an infinity or a NaN.
+                StDtype::BF16 => first_non_finite(bytes, 2, |b| {
+                    let v = u16::from_le_bytes([b[0], b[1]]);
+                    (v & 0x7f80 == 0x7f80).then(|| bf16::from_bits(v).to_f32())
+                }),
+                StDtype::F16 => first_non_finite(bytes, 2, |b| {
+                    let v = u16::from_le_bytes([b[0], b[1]]);
+                    (v & 0x7c00 == 0x7c00).then(|| half::f16::from_bits(v).to_f32())
+                }),
+                StDtype::F32 => first_non_finite(bytes, 4, |b| {
+                    let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    (!v.is_finite()).then_some(v)
+                }),
+                _ => None,
+            };
+            progress(bytes.len() as u64);
+            if let Some((index, value)) = bad {
+                return Err(LoadError::InvalidTensor {
+                    path: self.files[entry.file].path.clone(),
+                    tensor: name.to_string(),
+                    msg: format!(
+                        "element {index} is {value} (of shape {:?}); weights must be finite numbers",
+                        entry.shape
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The index and value of the first element of `bytes` (elements of `size` bytes) that `bad`
+/// flags, scanning in chunks.
+fn first_non_finite(
+    bytes: &[u8],
+    size: usize,
+    bad: impl Fn(&[u8]) -> Option<f32>,
+) -> Option<(usize, f32)> {
+    bytes
+        .chunks_exact(size)
+        .enumerate()
+        .find_map(|(i, b)| bad(b).map(|v| (i, v)))
+}
+
 impl WeightSource for Checkpoint {
     /// The weight called `name`; `None` when absent or of a dtype the IR cannot hold (use
     /// [`Checkpoint::tensor`] for the reason).
@@ -425,9 +519,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Checks that every tensor's `data_offsets` in the safetensors header lie inside the file, before
-/// the safetensors crate adds them up (offsets near `usize::MAX` overflow there; found by
-/// `tests/fuzz_loaders.rs`). Header syntax errors are left to the safetensors crate to report.
+/// Checks the safetensors header before the safetensors crate does, so that the message names the
+/// tensor at fault: a name listed twice, `data_offsets` past the end of the file (offsets near
+/// `usize::MAX` overflow in the crate; found by `tests/fuzz_loaders.rs`), an end before its start,
+/// a byte range that does not match the shape and dtype, two tensors whose bytes overlap, and bytes
+/// that belong to no tensor. Header syntax errors are left to the safetensors crate to report.
 fn check_data_offsets(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     let bad = |msg: String| LoadError::Safetensors {
         path: path.into(),
@@ -444,22 +540,130 @@ fn check_data_offsets(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     let Some(header) = end.and_then(|end| bytes.get(8..end)) else {
         return Ok(());
     };
-    let Ok(Value::Object(entries)) = serde_json::from_slice::<Value>(header) else {
+    let Ok(HeaderEntries(entries)) = serde_json::from_slice::<HeaderEntries>(header) else {
         return Ok(());
     };
+    let mut seen = BTreeSet::new();
+    // (start, end, name) of every tensor with well-formed offsets.
+    let mut ranges: Vec<(u64, u64, &str)> = Vec::new();
     for (name, entry) in &entries {
+        if !seen.insert(name.as_str()) {
+            return Err(bad(format!(
+                "tensor `{name}` is listed twice in the header (each name may occur once)"
+            )));
+        }
+        if name == "__metadata__" {
+            continue;
+        }
         let Some(offsets) = entry.get("data_offsets").and_then(|o| o.as_array()) else {
             continue;
         };
+        let shown = Value::Array(offsets.clone());
         for o in offsets {
             if o.as_u64().is_some_and(|o| o > data_len) {
-                let offsets = Value::Array(offsets.clone());
                 return Err(bad(format!(
-                    "truncated or corrupt: tensor `{name}` has data_offsets {offsets} past the end of \
+                    "truncated or corrupt: tensor `{name}` has data_offsets {shown} past the end of \
                      the data ({data_len} bytes)"
                 )));
             }
         }
+        let [Some(a), Some(b)] =
+            [offsets.first(), offsets.get(1)].map(|o| o.and_then(Value::as_u64))
+        else {
+            continue;
+        };
+        if offsets.len() != 2 {
+            continue;
+        }
+        if b < a {
+            return Err(bad(format!(
+                "tensor `{name}` has data_offsets {shown}: its end is before its start"
+            )));
+        }
+        let shape: Option<Vec<u64>> = entry
+            .get("shape")
+            .and_then(|v| v.as_array())
+            .and_then(|dims| dims.iter().map(Value::as_u64).collect());
+        let elem = entry
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .and_then(dtype_bytes);
+        if let (Some(shape), Some(elem)) = (shape, elem) {
+            let want = shape.iter().try_fold(elem, |acc, &d| acc.checked_mul(d));
+            if want != Some(b - a) {
+                return Err(bad(format!(
+                    "tensor `{name}` has shape {shape:?} of dtype {}, which is {} bytes, but its \
+                     data_offsets {shown} span {} bytes",
+                    entry.get("dtype").and_then(|d| d.as_str()).unwrap_or("?"),
+                    want.map_or_else(|| "more than 2^64".to_string(), |w| w.to_string()),
+                    b - a
+                )));
+            }
+        }
+        ranges.push((a, b, name.as_str()));
+    }
+    ranges.sort();
+    let mut covered = 0u64;
+    let mut prev: Option<(u64, u64, &str)> = None;
+    for &(a, b, name) in &ranges {
+        if a == b {
+            continue; // an empty tensor occupies no bytes
+        }
+        if a < covered {
+            let (pa, pb, pname) = prev.unwrap_or((0, covered, "?"));
+            return Err(bad(format!(
+                "the bytes of tensors `{pname}` (data_offsets [{pa}, {pb}]) and `{name}` \
+                 (data_offsets [{a}, {b}]) overlap"
+            )));
+        }
+        if a > covered {
+            let after = prev.map_or_else(
+                || "the start of the data".to_string(),
+                |(_, _, p)| format!("tensor `{p}`"),
+            );
+            return Err(bad(format!(
+                "bytes {covered}..{a} between {after} and tensor `{name}` belong to no tensor"
+            )));
+        }
+        covered = b;
+        prev = Some((a, b, name));
     }
     Ok(())
+}
+
+/// Bytes per element of a safetensors dtype name, `None` for a name this check does not know.
+fn dtype_bytes(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+        "BF16" | "F16" | "I16" | "U16" => 2,
+        "F32" | "I32" | "U32" => 4,
+        "F64" | "I64" | "U64" => 8,
+        _ => return None,
+    })
+}
+
+/// A JSON object's entries in file order, duplicates kept (serde_json's `Map` keeps only the last).
+struct HeaderEntries(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = HeaderEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<HeaderEntries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(HeaderEntries(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
 }

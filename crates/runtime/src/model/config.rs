@@ -22,7 +22,9 @@ use super::family::{self, Family};
 /// Invariants after [`Qwen3Config::validate`]: every size is non-zero,
 /// `num_attention_heads % num_key_value_heads == 0`, `head_dim` is even (RoPE rotates pairs),
 /// `rms_norm_eps` / `rope_theta` are finite and positive, `model_type` is the family's and the
-/// rope scaling's parameters are valid ([`RopeScaling::validate`]).
+/// rope scaling's parameters are valid ([`RopeScaling::validate`]). Ids past the vocabulary are
+/// allowed (random test checkpoints keep Qwen3's ids with a small vocabulary) and reported by
+/// [`Qwen3Config::warnings`].
 ///
 /// Serializes to a transformers-4.x style `config.json` (what [`Qwen3Config::from_json_str`] reads
 /// back), so tests can write fixtures from it.
@@ -91,6 +93,9 @@ pub struct Qwen3Config {
 pub const MAX_SIZE: usize = 1 << 24;
 /// Largest accepted `num_hidden_layers`.
 pub const MAX_LAYERS: usize = 4096;
+/// Largest accepted number of parameters over all tensors: 2^52, far above any real model, so that
+/// byte counts of the whole model (and costs summed over its graph) fit in 64 bits.
+pub const MAX_PARAMETERS: u64 = 1 << 52;
 
 /// The role of a tensor in the model, which decides how random weights are initialised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -374,6 +379,38 @@ impl Qwen3Config {
                 return invalid(field, v.to_string(), &format!("at most {max}"));
             }
         }
+        // The q projection is nh * d wide; with every other width bounded above, each tensor is
+        // then a product of two bounded sizes.
+        let q_width = (self.num_attention_heads as u64) * (self.head_dim as u64);
+        if q_width > MAX_SIZE as u64 {
+            return invalid(
+                "num_attention_heads",
+                self.num_attention_heads.to_string(),
+                &format!(
+                    "num_attention_heads x head_dim ({} x {} = {q_width}, the q projection's width) at most {MAX_SIZE}",
+                    self.num_attention_heads, self.head_dim
+                ),
+            );
+        }
+        let params = self
+            .tensor_specs()
+            .iter()
+            .map(|t| {
+                t.shape
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+            })
+            .fold(0u64, u64::saturating_add);
+        if params > MAX_PARAMETERS {
+            return invalid(
+                "num_hidden_layers",
+                self.num_hidden_layers.to_string(),
+                &format!(
+                    "a model of at most 2^52 parameters; these sizes make {params} (more than any \
+                     machine holds)"
+                ),
+            );
+        }
         if !self
             .num_attention_heads
             .is_multiple_of(self.num_key_value_heads)
@@ -426,6 +463,27 @@ impl Qwen3Config {
     /// Whether o_proj adds a bias `[hidden]` ([`Family::o_bias`]).
     pub fn o_bias(&self) -> bool {
         self.family.o_bias(self.attention_bias)
+    }
+
+    /// What is accepted but probably not meant: an `eos_token_id` at or past `vocab_size` (the
+    /// model can never produce that token). One message per problem, naming the field.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let past: Vec<String> = self
+            .eos_token_ids
+            .iter()
+            .filter(|&&id| id as usize >= self.vocab_size)
+            .map(u32::to_string)
+            .collect();
+        if !past.is_empty() {
+            out.push(format!(
+                "eos_token_id {} is not below vocab_size = {}: the model cannot produce it, so only \
+                 the tokenizer's stop tokens and the token limit end generation",
+                past.join(", "),
+                self.vocab_size
+            ));
+        }
+        out
     }
 
     /// The tensor schema of this shape: every tensor by its role ([`Qwen3Tensors`]). The one

@@ -11,13 +11,16 @@ use thiserror::Error;
 /// assets use a `<built-in ...>` pseudo path).
 #[derive(Debug, Error)]
 pub enum LoadError {
-    /// A file or directory could not be read (missing, permissions, I/O failure).
-    #[error("cannot read {}: {source} (expected {expected})", path.display())]
+    /// A file or directory could not be read (missing, permissions, I/O failure). The OS error is
+    /// part of the message and deliberately not an error `source`, so a report that prints the
+    /// chain does not print it twice.
+    #[error("cannot read {}: {cause} (expected {expected})", path.display())]
     Io {
         path: PathBuf,
         /// What the file should have been, e.g. "a Hugging Face config.json".
         expected: String,
-        source: std::io::Error,
+        /// The OS error.
+        cause: std::io::Error,
     },
     /// A checkpoint directory holds none of the files a checkpoint is made of.
     #[error("{}: no checkpoint found (expected {expected})", path.display())]
@@ -65,7 +68,7 @@ pub enum LoadError {
     #[error(
         "{}: tensor `{tensor}` is missing{}",
         path.display(),
-        if expected.is_empty() { String::new() } else { format!(" (Qwen3 needs it, expected shape {expected:?})") }
+        if expected.is_empty() { String::new() } else { format!(" (the model needs it, expected shape {expected:?})") }
     )]
     MissingTensor {
         path: PathBuf,
@@ -93,6 +96,13 @@ pub enum LoadError {
         tensor: String,
         found: String,
         expected: String,
+    },
+    /// A tensor's values are unusable (a NaN or an infinity in a weight).
+    #[error("{}: tensor `{tensor}`: {msg}", path.display())]
+    InvalidTensor {
+        path: PathBuf,
+        tensor: String,
+        msg: String,
     },
     /// `tokenizer.json` could not be loaded, or encoding/decoding failed.
     #[error("{}: tokenizer: {msg}", path.display())]
@@ -123,7 +133,7 @@ impl LoadError {
         LoadError::Io {
             path: path.into(),
             expected: expected.to_string(),
-            source,
+            cause: source,
         }
     }
 }
