@@ -76,3 +76,34 @@ fn plans_are_deterministic() {
     let b = plan(&qwen3_0_6b(), &Tuning::default()).text(true);
     assert_eq!(a, b);
 }
+
+fn model_dir(name: &str) -> String {
+    format!("{}/../models/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_family_plans_five_kernels_per_layer() {
+    // qkv GEMV (with Qwen2's biases in its epilogue), attention (with both ropes folded in),
+    // o_proj + residual, gate/up with the SwiGLU epilogue, down + residual; plus the embedding and
+    // the LM head with its argmax. Head dims 64 and 128, GQA groups 2 to 7, hidden sizes that are
+    // not multiples of 128 (576).
+    for (name, layers) in [
+        ("qwen3-0.6b", 28),
+        ("qwen2.5-0.5b", 24),
+        ("llama-3.2-1b", 16),
+        ("smollm2-135m", 30),
+    ] {
+        let p = plan(&model_dir(name), &Tuning::default());
+        assert_eq!(p.launches.len(), layers * 5 + 2, "{name}");
+    }
+}
+
+#[test]
+fn llama_3_2_1b_plan_from_its_config() {
+    insta::assert_snapshot!(plan(&model_dir("llama-3.2-1b"), &Tuning::default()).text(false));
+}
+
+#[test]
+fn qwen2_5_0_5b_plan_from_its_config() {
+    insta::assert_snapshot!(plan(&model_dir("qwen2.5-0.5b"), &Tuning::default()).text(false));
+}

@@ -16,7 +16,7 @@ pub use crate::pipeline::{
     ContextRequest, DEFAULT_MAX_CONTEXT, MAX_CONTEXT_LIMIT, MAX_TENSOR_ELEMENTS,
 };
 
-/// braid: a graph-capture runtime for batch-1 LLM decoding (Qwen3).
+/// braid: a graph-capture runtime for batch-1 LLM decoding (Qwen3, Qwen2, Llama).
 ///
 /// The decode step of the model is lowered to an op-graph IR, fused by egg rewrite passes, and run by
 /// the reference interpreter (CPU) or the CUDA backend, which records the step into a CUDA graph and
@@ -133,8 +133,8 @@ impl BuildArgs {
 /// Model selection shared by the subcommands.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// A Hugging Face Qwen3 checkpoint directory (config.json, *.safetensors, tokenizer.json), or
-    /// `tiny` for the built-in tiny model.
+    /// A Hugging Face checkpoint directory of a Qwen3, Qwen2 or Llama model (config.json,
+    /// *.safetensors, tokenizer.json), or `tiny` for the built-in tiny model.
     #[arg(long, default_value = "tiny", value_name = "DIR|tiny")]
     pub model: String,
     #[command(flatten)]

@@ -12,10 +12,21 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, bail, Context, Result};
 use braid_ir::{DType, Graph, WeightSource};
 
+use crate::decoder::{lower_decode_step, LowerOptions, WeightTypes};
 use crate::model::chat::{ChatMessage, ChatTemplate};
 use crate::model::{Checkpoint, LoadError, Qwen3Config, Tokenizer};
-use crate::qwen3::{lower_decode_step, LowerOptions, WeightTypes};
 use crate::ui;
+
+/// Tokens that end a turn or a text in the supported families' tokenizers, stop tokens whenever
+/// the tokenizer has them: Qwen's `<|im_end|>` / `<|endoftext|>` (also SmolLM2's), Llama 3's
+/// `<|eot_id|>` (end of turn), `<|eom_id|>` (end of a tool-call message) and `<|end_of_text|>`.
+pub const END_TOKENS: [&str; 5] = [
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end_of_text|>",
+];
 
 /// Seed of the built-in tiny model's random weights.
 pub const TINY_SEED: u64 = 0x0062_7261_6964; // "braid" in ASCII
@@ -71,7 +82,7 @@ impl LoadedModel {
         }
         if spec.trim().is_empty() {
             bail!(
-                "--model is empty (expected a Hugging Face Qwen3 checkpoint directory or `tiny`)"
+                "--model is empty (expected a Hugging Face checkpoint directory of a Qwen3, Qwen2 or Llama model, or `tiny`)"
             );
         }
         let dir = PathBuf::from(spec);
@@ -81,7 +92,7 @@ impl LoadedModel {
             } else {
                 "no such directory"
             };
-            bail!("--model {spec}: {what} (expected a Hugging Face Qwen3 checkpoint directory or `tiny`)");
+            bail!("--model {spec}: {what} (expected a Hugging Face checkpoint directory of a Qwen3, Qwen2 or Llama model, or `tiny`)");
         }
         let config_path = dir.join("config.json");
         let config = Qwen3Config::from_file(&config_path)?;
@@ -104,9 +115,10 @@ impl LoadedModel {
                     String::new()
                 };
                 ui::warn(&format!(
-                    "{}: {} tensor(s) a Qwen3 model of this config does not use, ignored: {}{more}",
+                    "{}: {} tensor(s) a {} model of this config does not use, ignored: {}{more}",
                     ck.origin().display(),
                     extra.len(),
+                    config.family,
                     shown.join(", ")
                 ));
             }
@@ -197,8 +209,9 @@ impl LoadedModel {
             }
         };
         format!(
-            "{} (Qwen3, {} layers, hidden {}, {:.1}M parameters, {} {dtype})",
+            "{} ({}, {} layers, hidden {}, {:.1}M parameters, {} {dtype})",
             self.source,
+            c.family,
             c.num_hidden_layers,
             c.hidden_size,
             params as f64 / 1e6,
@@ -260,6 +273,11 @@ impl LoadedModel {
     }
 
     /// The prompt's token ids; with `chat`, formatted as one user turn by the model's chat template.
+    ///
+    /// As transformers: plain text is encoded with the tokenizer's special tokens (its
+    /// post-processor, e.g. Llama 3's `<|begin_of_text|>`; Qwen's adds none), chat-rendered text
+    /// without them (`apply_chat_template` tokenizes with `add_special_tokens=False`: the
+    /// template writes its own BOS, so there is never a second one).
     pub fn prompt_tokens(&self, prompt: &str, chat: bool, no_think: bool) -> Result<Vec<u32>> {
         if chat {
             self.chat_tokens(&[ChatMessage::user(prompt)], no_think)
@@ -269,23 +287,32 @@ impl LoadedModel {
     }
 
     /// The token ids of `messages` formatted by the chat template, with the assistant header
-    /// appended; `no_think` asks Qwen3's template to skip the thinking block.
+    /// appended; `no_think` asks Qwen3's template to skip the thinking block. The rendered text is
+    /// encoded without the tokenizer's special tokens, as `apply_chat_template` does: the
+    /// template writes its own BOS.
     ///
     /// Errors: no or a broken chat template, the tokenizer's errors, or an id past the model's
     /// vocabulary.
     pub fn chat_tokens(&self, messages: &[ChatMessage], no_think: bool) -> Result<Vec<u32>> {
         let template = self.chat_template()?;
         let text = template.render(messages, true, no_think.then_some(false))?;
-        self.text_tokens(&text)
+        self.encode_checked(&text, false)
     }
 
-    /// The token ids of plain `text` (no template).
+    /// The token ids of plain `text` (no template), with the tokenizer's special tokens as
+    /// transformers' `tokenizer(text)` adds them (Llama 3's post-processor prepends
+    /// `<|begin_of_text|>`; Qwen's adds nothing).
     ///
     /// Errors: the tokenizer's, or an id at or past the config's `vocab_size` (the tokenizer and
     /// `config.json` disagree), naming the id and its token.
     pub fn text_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_checked(text, true)
+    }
+
+    /// `text` encoded, every id checked against the config's `vocab_size`.
+    fn encode_checked(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let tok = self.tokenizer()?;
-        let ids = tok.encode(text, false)?;
+        let ids = tok.encode(text, add_special_tokens)?;
         if let Some(&bad) = ids
             .iter()
             .find(|&&id| id as usize >= self.config.vocab_size)
@@ -301,16 +328,12 @@ impl LoadedModel {
         Ok(ids)
     }
 
-    /// Tokens that end generation: the config's `eos_token_id`s and the tokenizer's `<|im_end|>` and
-    /// `<|endoftext|>` when present (a tokenizer that does not load adds none).
+    /// Tokens that end generation: the config's `eos_token_id`s and the tokenizer's end tokens
+    /// ([`END_TOKENS`]) when present (a tokenizer that does not load adds none).
     pub fn stop_tokens(&self) -> Vec<u32> {
         let mut stops = self.config.eos_token_ids.clone();
         if let Ok(tok) = self.tokenizer() {
-            stops.extend(
-                ["<|im_end|>", "<|endoftext|>"]
-                    .iter()
-                    .filter_map(|t| tok.token_id(t)),
-            );
+            stops.extend(END_TOKENS.iter().filter_map(|t| tok.token_id(t)));
         }
         stops.sort();
         stops.dedup();

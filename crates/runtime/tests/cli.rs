@@ -226,3 +226,36 @@ fn check_fails_on_weights_that_disagree_with_the_reference() {
         "{out}"
     );
 }
+
+#[test]
+fn check_passes_on_the_llama_and_qwen2_fixtures() {
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let fixture = format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let (ok, out, err) = braid(&["check", "--model", &fixture, "--device", "cpu"]);
+        assert!(ok, "{name}: {out}\n{err}");
+        assert!(out.contains("positions 16"), "{name}: {out}");
+        assert!(out.contains("check passed"), "{name}: {out}");
+    }
+}
+
+#[test]
+fn an_unknown_architecture_is_refused_with_the_supported_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4,
+        "vocab_size": 32, "rope_theta": 1e4
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let (ok, _, err) = braid(&["graph", "--model", dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    for needle in [
+        "config.json",
+        "MistralForCausalLM",
+        "Qwen3ForCausalLM",
+        "Qwen2ForCausalLM",
+        "LlamaForCausalLM",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}

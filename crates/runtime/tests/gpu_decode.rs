@@ -1,4 +1,4 @@
-//! Whole decode steps of Qwen3 graphs on the GPU, built by the real lowering (`braid_runtime::qwen3`)
+//! Whole decode steps of Qwen3 graphs on the GPU, built by the real lowering (`braid_runtime::decoder`)
 //! and passes from Qwen3-0.6B's `config.json` (`models/qwen3-0.6b`), with seeded random bf16 weights
 //! ([`Checkpoint::random`]): fused and unfused steps against the interpreter, graph replay against
 //! eager, the device-fed loop against step by step, the plan lowered on the live device against the
@@ -14,9 +14,9 @@ use braid_backend_cuda::tuning::GemvKernel;
 use braid_backend_cuda::{measure_read_bandwidth, CudaDevice, CudaExecutor, ExecOptions, Target};
 use braid_ir::interp::Interpreter;
 use braid_ir::{DType, Graph, Op, Tensor, Value};
+use braid_runtime::decoder::{lower_decode_step, LowerOptions, WeightTypes};
 use braid_runtime::model::{Checkpoint, Qwen3Config};
 use braid_runtime::pipeline::run_passes;
-use braid_runtime::qwen3::{lower_decode_step, LowerOptions, WeightTypes};
 use braid_runtime::reference::rel_l2;
 use braid_runtime::sampling::argmax;
 

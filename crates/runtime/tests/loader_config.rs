@@ -253,7 +253,7 @@ fn zero_sizes_and_odd_head_dim_are_rejected() {
 #[test]
 fn unsupported_features_are_rejected() {
     let cases: [(&str, Value, &str); 3] = [
-        ("attention_bias", json!(true), "bias"),
+        ("mlp_bias", json!(true), "bias"),
         ("use_sliding_window", json!(true), "sliding-window"),
         ("hidden_act", json!("gelu"), "silu"),
     ];
@@ -270,7 +270,6 @@ fn unsupported_features_are_rejected() {
 fn defaults_follow_transformers() {
     let v = edited(|m| {
         m.remove("head_dim");
-        m.remove("num_key_value_heads");
         m.remove("tie_word_embeddings");
         m.remove("max_position_embeddings");
         m.remove("rms_norm_eps");
@@ -278,23 +277,26 @@ fn defaults_follow_transformers() {
     });
     let (_d, _p, c) = load(&v);
     let c = c.expect("loads with defaults");
-    assert_eq!(c.head_dim, 1024 / 16);
-    assert_eq!(c.num_key_value_heads, 16);
+    // Qwen3Config's default head_dim is 128, not hidden_size / heads (Qwen2 and Llama derive it:
+    // tests/loader_families.rs).
+    assert_eq!(c.head_dim, 128);
     assert!(!c.tie_word_embeddings);
     assert_eq!(c.max_position_embeddings, 32_768);
     assert_eq!(c.rms_norm_eps, 1e-6);
     assert_eq!(c.eos_token_ids, vec![151_645, 151_643]);
     assert_eq!(c.lm_head_name(), "lm_head.weight");
 
-    // Without head_dim, hidden_size must split evenly over the heads.
+    // Qwen3Config's default num_key_value_heads is 32, which 16 query heads cannot share.
     let v = edited(|m| {
-        m.remove("head_dim");
-        m.insert("num_attention_heads".into(), json!(12));
-        m.insert("num_key_value_heads".into(), json!(4));
+        m.remove("num_key_value_heads");
     });
     expect_error(
         &v,
-        &["num_attention_heads", "divisor of hidden_size = 1024"],
+        &[
+            "num_key_value_heads",
+            "32",
+            "divisor of num_attention_heads = 16",
+        ],
     );
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Like transformers' template environment: `trim_blocks` and `lstrip_blocks` are on, Python
 //! string methods (`startswith`, `split`, `rstrip`, ...) work through minijinja-contrib's pycompat
-//! callback, `tojson` and `namespace` are built in, and `raise_exception(msg)` fails the render.
+//! callback, `namespace` is built in, `raise_exception(msg)` fails the render, and `tojson` and
+//! `strftime_now(format)` are transformers' own ([`super::jinja`]: Llama 3.1+ templates date their
+//! system turn with `strftime_now`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
 
 use super::error::LoadError;
+use super::jinja::{self, Clock};
 
 /// Qwen3-0.6B's `tokenizer_config.json`, embedded (chat template with `<think>` and tool calls).
 const QWEN3_TOKENIZER_CONFIG: &str =
@@ -126,6 +129,10 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", |format: &str| {
+            jinja::strftime_now(Clock::System, format)
+        });
+        env.add_filter("tojson", jinja::tojson);
         env.add_template_owned(TEMPLATE_NAME, source.clone())
             .map_err(|e| template_error(origin, &e, &source))?;
         Ok(ChatTemplate {
@@ -134,6 +141,15 @@ impl ChatTemplate {
             special_tokens,
             source,
         })
+    }
+
+    /// The same template with `strftime_now` reading `clock` (a fixed instant makes renders of
+    /// date-stamped templates such as Llama 3's reproducible).
+    pub fn with_clock(mut self, clock: Clock) -> ChatTemplate {
+        self.env.add_function("strftime_now", move |format: &str| {
+            jinja::strftime_now(clock, format)
+        });
+        self
     }
 
     /// Where the template came from.
@@ -166,6 +182,9 @@ impl ChatTemplate {
             .collect();
         ctx.insert("messages", Value::from_serialize(messages));
         ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
+        // transformers' render_jinja_template passes these even when there are none.
+        ctx.insert("tools", Value::from(()));
+        ctx.insert("documents", Value::from(()));
         if let Some(t) = enable_thinking {
             ctx.insert("enable_thinking", Value::from(t));
         }

@@ -29,6 +29,9 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub const RANDOM_STD: f32 = 0.02;
 /// Standard deviation of the noise around 1.0 in random rms_norm gains.
 pub const RANDOM_NORM_NOISE: f32 = 0.1;
+/// Standard deviation of random projection biases (around 0), as `scripts/make_checkpoint.py`'s
+/// `--bias-std`: large enough that a bias left out shows in the logits.
+pub const RANDOM_BIAS_STD: f32 = 0.1;
 
 /// Named weights with their bytes, from safetensors files or generated in memory.
 ///
@@ -227,8 +230,9 @@ impl Checkpoint {
 
     /// Seeded random bf16 weights for every tensor of `config` ([`Qwen3Config::tensor_specs`]),
     /// held in memory. Matmul and embedding weights are `N(0, 0.02²)` ([`RANDOM_STD`]), rms_norm
-    /// gains `1 + N(0, 0.1²)` ([`RANDOM_NORM_NOISE`]), as `scripts/make_checkpoint.py` draws
-    /// them (with a different generator, so the values differ).
+    /// gains `1 + N(0, 0.1²)` ([`RANDOM_NORM_NOISE`]), biases `N(0, 0.1²)` ([`RANDOM_BIAS_STD`]),
+    /// as `scripts/make_checkpoint.py` draws them (with a different generator, so the values
+    /// differ).
     ///
     /// Deterministic: each tensor draws from its own ChaCha8 stream seeded by `seed` and the
     /// tensor's name, so a tensor's values do not depend on the other tensors or their order.
@@ -247,6 +251,7 @@ impl Checkpoint {
             let (mean, std) = match spec.role {
                 TensorRole::Norm => (1.0, RANDOM_NORM_NOISE),
                 TensorRole::Embedding | TensorRole::Linear => (0.0, RANDOM_STD),
+                TensorRole::Bias => (0.0, RANDOM_BIAS_STD),
             };
             let start = bytes.len();
             let mut left = n;

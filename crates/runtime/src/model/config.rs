@@ -1,30 +1,36 @@
-//! `config.json` of a Qwen3 checkpoint: the model's shape, read and validated.
+//! `config.json` of a decoder checkpoint (Qwen3, Qwen2 or Llama: [`Family`]): the model's shape,
+//! read and validated.
 //!
-//! Field names and defaults follow Hugging Face transformers' `Qwen3Config`
-//! (`models/qwen3/configuration_qwen3.py`). Both config generations are read: transformers 4.x puts
-//! `rope_theta` at the top level (as Qwen3-0.6B's published file), 5.x nests it in
-//! `rope_parameters: {rope_theta, rope_type}` and writes `dtype` instead of `torch_dtype`.
+//! Field names and defaults follow Hugging Face transformers' `Qwen3Config`, `Qwen2Config` and
+//! `LlamaConfig` (`models/*/configuration_*.py`; the per-family differences live in
+//! [`super::family`]). Both config generations are read: transformers 4.x puts `rope_theta` (and
+//! `rope_scaling`) at the top level (as Qwen3-0.6B's published file), 5.x nests them in
+//! `rope_parameters: {rope_theta, rope_type, ..}` and writes `dtype` instead of `torch_dtype`.
 
 use std::path::Path;
 
+use braid_ir::RopeScaling;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::error::LoadError;
+use super::family::{self, Family};
 
-/// The shape and constants of a Qwen3 decoder, as read from `config.json`.
+/// The shape and constants of a decoder of one of the supported families ([`Family`]), as read
+/// from `config.json`. (The name predates the other families.)
 ///
 /// Invariants after [`Qwen3Config::validate`]: every size is non-zero,
 /// `num_attention_heads % num_key_value_heads == 0`, `head_dim` is even (RoPE rotates pairs),
-/// and `rms_norm_eps` / `rope_theta` are finite and positive. Ids past the vocabulary are allowed
-/// (random test checkpoints keep Qwen3's ids with a small vocabulary) and reported by
+/// `rms_norm_eps` / `rope_theta` are finite and positive, `model_type` is the family's and the
+/// rope scaling's parameters are valid ([`RopeScaling::validate`]). Ids past the vocabulary are
+/// allowed (random test checkpoints keep Qwen3's ids with a small vocabulary) and reported by
 /// [`Qwen3Config::warnings`].
 ///
 /// Serializes to a transformers-4.x style `config.json` (what [`Qwen3Config::from_json_str`] reads
 /// back), so tests can write fixtures from it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Qwen3Config {
-    /// Always `"qwen3"`.
+    /// The family's `model_type`: `"qwen3"`, `"qwen2"` or `"llama"`.
     pub model_type: String,
     /// Width of the residual stream `H` (Qwen3-0.6B: 1024).
     pub hidden_size: usize,
@@ -34,11 +40,12 @@ pub struct Qwen3Config {
     pub num_hidden_layers: usize,
     /// Query heads `nh` (Qwen3-0.6B: 16).
     pub num_attention_heads: usize,
-    /// Key/value heads `nkv` for grouped-query attention (gqa); divides `nh`. Defaults to `nh`
-    /// when absent, as in transformers.
+    /// Key/value heads `nkv` for grouped-query attention (gqa); divides `nh`. When absent: `nh`
+    /// for Llama, 32 for Qwen3 and Qwen2, as in transformers ([`Family::default_kv_heads`]).
     pub num_key_value_heads: usize,
-    /// Per-head width `d` (Qwen3-0.6B: 128). Defaults to `hidden_size / num_attention_heads` when
-    /// absent. Note Qwen3 does not require `nh * d == hidden_size` (0.6B has 16 * 128 = 2048).
+    /// Per-head width `d` (Qwen3-0.6B: 128). When absent: 128 for Qwen3 (Qwen3Config's default),
+    /// `hidden_size / num_attention_heads` for Qwen2 and Llama. Note `nh * d` need not equal
+    /// `hidden_size` (Qwen3-0.6B has 16 * 128 = 2048).
     pub head_dim: usize,
     /// Rows of the embedding and of lm_head (Qwen3: 151936, more than the tokenizer's 151669 ids).
     pub vocab_size: usize,
@@ -47,7 +54,7 @@ pub struct Qwen3Config {
     /// RoPE base θ: frequency of pair `i` is `θ^(-2i/d)` (RoFormer, Su et al. 2021).
     pub rope_theta: f64,
     /// Longest context the model was trained for (tokens); an upper bound for the KV cache.
-    /// Defaults to 32768 when absent, as in transformers.
+    /// When absent: 32768 for Qwen3 and Qwen2, 2048 for Llama, as in transformers.
     pub max_position_embeddings: usize,
     /// Whether lm_head reuses `model.embed_tokens.weight` (no `lm_head.weight` tensor). Defaults to
     /// false when absent, as transformers' `Qwen3Config`.
@@ -61,6 +68,25 @@ pub struct Qwen3Config {
     /// `"bfloat16"`. Informational: tensors carry their own dtypes.
     #[serde(rename = "torch_dtype", skip_serializing_if = "Option::is_none")]
     pub torch_dtype: Option<String>,
+    /// The decoder family, from `architectures` / `model_type` ([`Family::detect`]); serialized
+    /// as `architectures: ["<class>"]`.
+    #[serde(
+        rename = "architectures",
+        serialize_with = "family::serialize_architectures"
+    )]
+    pub family: Family,
+    /// The config's `attention_bias` (default false): q/k/v/o projections with a bias in Qwen3 and
+    /// Llama; Qwen2 ignores it (its q/k/v always have one, its o_proj never). See
+    /// [`Qwen3Config::qkv_bias`], [`Qwen3Config::o_bias`].
+    pub attention_bias: bool,
+    /// How rope derives its frequencies from `rope_theta`: `rope_scaling` (4.x) /
+    /// `rope_parameters` (5.x) of type `default` or `llama3` ([`family::rope_scaling`]).
+    /// Serialized as a 4.x `rope_scaling` object, omitted when default.
+    #[serde(
+        serialize_with = "family::serialize_rope_scaling",
+        skip_serializing_if = "RopeScaling::is_default"
+    )]
+    pub rope_scaling: RopeScaling,
 }
 
 /// Largest accepted size of any config dimension (hidden, heads, vocabulary, context...): 2^24.
@@ -80,9 +106,11 @@ pub enum TensorRole {
     Linear,
     /// An rms_norm gain vector `[n]`.
     Norm,
+    /// A projection's bias vector `[n]` (`*_proj.bias`), added to every output row.
+    Bias,
 }
 
-/// One tensor a Qwen3 checkpoint must hold: its safetensors name and shape.
+/// One tensor a checkpoint must hold: its safetensors name and shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
     /// The Hugging Face parameter name, e.g. `model.layers.0.self_attn.q_proj.weight`.
@@ -99,23 +127,32 @@ pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
 pub const LM_HEAD: &str = "lm_head.weight";
 
 /// The tensors of one decoder layer `l`, named `model.layers.{l}.*` (transformers'
-/// `modeling_qwen3.py`: `Qwen3DecoderLayer`, `Qwen3Attention`, `Qwen3MLP`).
+/// `modeling_qwen3.py` / `modeling_qwen2.py` / `modeling_llama.py`: `*DecoderLayer`,
+/// `*Attention`, `*MLP`). Tensors a family lacks are `None` ([`Family`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerTensors {
     /// `input_layernorm.weight [H]`.
     pub input_layernorm: TensorSpec,
     /// `self_attn.q_proj.weight [nh*d, H]`.
     pub q_proj: TensorSpec,
+    /// `self_attn.q_proj.bias [nh*d]` (Qwen2; Qwen3/Llama with `attention_bias`).
+    pub q_bias: Option<TensorSpec>,
     /// `self_attn.k_proj.weight [nkv*d, H]`.
     pub k_proj: TensorSpec,
+    /// `self_attn.k_proj.bias [nkv*d]`.
+    pub k_bias: Option<TensorSpec>,
     /// `self_attn.v_proj.weight [nkv*d, H]`.
     pub v_proj: TensorSpec,
+    /// `self_attn.v_proj.bias [nkv*d]`.
+    pub v_bias: Option<TensorSpec>,
     /// `self_attn.o_proj.weight [H, nh*d]`.
     pub o_proj: TensorSpec,
-    /// `self_attn.q_norm.weight [d]` (per-head rms_norm before rope).
-    pub q_norm: TensorSpec,
-    /// `self_attn.k_norm.weight [d]`.
-    pub k_norm: TensorSpec,
+    /// `self_attn.o_proj.bias [H]` (Qwen3/Llama with `attention_bias`).
+    pub o_bias: Option<TensorSpec>,
+    /// `self_attn.q_norm.weight [d]` (per-head rms_norm before rope; Qwen3 only).
+    pub q_norm: Option<TensorSpec>,
+    /// `self_attn.k_norm.weight [d]` (Qwen3 only).
+    pub k_norm: Option<TensorSpec>,
     /// `post_attention_layernorm.weight [H]`.
     pub post_attention_layernorm: TensorSpec,
     /// `mlp.gate_proj.weight [I, H]`.
@@ -127,26 +164,32 @@ pub struct LayerTensors {
 }
 
 impl LayerTensors {
-    /// The layer's tensors in checkpoint order.
+    /// The layer's tensors in checkpoint order (those the family has).
     pub fn iter(&self) -> impl Iterator<Item = &TensorSpec> {
         [
-            &self.input_layernorm,
-            &self.q_proj,
-            &self.k_proj,
-            &self.v_proj,
-            &self.o_proj,
-            &self.q_norm,
-            &self.k_norm,
-            &self.post_attention_layernorm,
-            &self.gate_proj,
-            &self.up_proj,
-            &self.down_proj,
+            Some(&self.input_layernorm),
+            Some(&self.q_proj),
+            self.q_bias.as_ref(),
+            Some(&self.k_proj),
+            self.k_bias.as_ref(),
+            Some(&self.v_proj),
+            self.v_bias.as_ref(),
+            Some(&self.o_proj),
+            self.o_bias.as_ref(),
+            self.q_norm.as_ref(),
+            self.k_norm.as_ref(),
+            Some(&self.post_attention_layernorm),
+            Some(&self.gate_proj),
+            Some(&self.up_proj),
+            Some(&self.down_proj),
         ]
         .into_iter()
+        .flatten()
     }
 }
 
-/// Every tensor of a Qwen3 model, by role: what a checkpoint must hold and what the lowering reads.
+/// Every tensor of a decoder model, by role: what a checkpoint must hold and what the lowering
+/// reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Qwen3Tensors {
     /// `model.embed_tokens.weight [vocab, H]`.
@@ -167,20 +210,29 @@ impl Qwen3Tensors {
     pub fn of(c: &Qwen3Config) -> Qwen3Tensors {
         let (h, i, v, d) = (c.hidden_size, c.intermediate_size, c.vocab_size, c.head_dim);
         let (q, kv) = (c.num_attention_heads * d, c.num_key_value_heads * d);
+        let (qkv_bias, o_bias, qk_norm) = (c.qkv_bias(), c.o_bias(), c.family.has_qk_norm());
         let spec = |name: String, shape: Vec<usize>, role| TensorSpec { name, shape, role };
         let layers = (0..c.num_hidden_layers)
             .map(|l| {
                 let t = |suffix: &str, shape: Vec<usize>, role| {
                     spec(format!("model.layers.{l}.{suffix}"), shape, role)
                 };
+                let bias = |on: bool, suffix: &str, n: usize| {
+                    on.then(|| t(suffix, vec![n], TensorRole::Bias))
+                };
+                let norm = |suffix: &str| qk_norm.then(|| t(suffix, vec![d], TensorRole::Norm));
                 LayerTensors {
                     input_layernorm: t("input_layernorm.weight", vec![h], TensorRole::Norm),
                     q_proj: t("self_attn.q_proj.weight", vec![q, h], TensorRole::Linear),
+                    q_bias: bias(qkv_bias, "self_attn.q_proj.bias", q),
                     k_proj: t("self_attn.k_proj.weight", vec![kv, h], TensorRole::Linear),
+                    k_bias: bias(qkv_bias, "self_attn.k_proj.bias", kv),
                     v_proj: t("self_attn.v_proj.weight", vec![kv, h], TensorRole::Linear),
+                    v_bias: bias(qkv_bias, "self_attn.v_proj.bias", kv),
                     o_proj: t("self_attn.o_proj.weight", vec![h, q], TensorRole::Linear),
-                    q_norm: t("self_attn.q_norm.weight", vec![d], TensorRole::Norm),
-                    k_norm: t("self_attn.k_norm.weight", vec![d], TensorRole::Norm),
+                    o_bias: bias(o_bias, "self_attn.o_proj.bias", h),
+                    q_norm: norm("self_attn.q_norm.weight"),
+                    k_norm: norm("self_attn.k_norm.weight"),
                     post_attention_layernorm: t(
                         "post_attention_layernorm.weight",
                         vec![h],
@@ -273,6 +325,9 @@ impl Qwen3Config {
             bos_token_id: Some(151_643),
             eos_token_ids: vec![151_645],
             torch_dtype: Some("bfloat16".into()),
+            family: Family::Qwen3,
+            attention_bias: false,
+            rope_scaling: RopeScaling::Default,
         }
     }
 
@@ -288,11 +343,15 @@ impl Qwen3Config {
                 expected: expected.into(),
             })
         };
-        if self.model_type != "qwen3" {
+        if self.model_type != self.family.model_type() {
             return invalid(
                 "model_type",
                 format!("{:?}", self.model_type),
-                "\"qwen3\" (only Qwen3 decoders are supported)",
+                &format!(
+                    "{:?}, the model_type of {}",
+                    self.family.model_type(),
+                    self.family.architecture()
+                ),
             );
         }
         let sizes = [
@@ -386,7 +445,24 @@ impl Qwen3Config {
                 "a finite positive number",
             );
         }
+        if let Err(e) = self.rope_scaling.validate() {
+            return invalid(
+                "rope_scaling",
+                format!("{:?}", self.rope_scaling),
+                &format!("valid parameters (rope {e})"),
+            );
+        }
         Ok(())
+    }
+
+    /// Whether the q/k/v projections add a bias `[n]` ([`Family::qkv_bias`]).
+    pub fn qkv_bias(&self) -> bool {
+        self.family.qkv_bias(self.attention_bias)
+    }
+
+    /// Whether o_proj adds a bias `[hidden]` ([`Family::o_bias`]).
+    pub fn o_bias(&self) -> bool {
+        self.family.o_bias(self.attention_bias)
     }
 
     /// What is accepted but probably not meant: an `eos_token_id` at or past `vocab_size` (the
@@ -411,13 +487,13 @@ impl Qwen3Config {
     }
 
     /// The tensor schema of this shape: every tensor by its role ([`Qwen3Tensors`]). The one
-    /// description of Qwen3's tensor layout: checkpoint validation, random weights and the IR
+    /// description of the model's tensor layout: checkpoint validation, random weights and the IR
     /// lowering all read it.
     pub fn tensors(&self) -> Qwen3Tensors {
         Qwen3Tensors::of(self)
     }
 
-    /// Every tensor a Qwen3 checkpoint of this shape must hold, in checkpoint order
+    /// Every tensor a checkpoint of this shape must hold, in checkpoint order
     /// ([`Qwen3Tensors::checkpoint_order`]).
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
         self.tensors().checkpoint_order().cloned().collect()
@@ -449,27 +525,31 @@ impl Fields<'_> {
     fn parse(&self) -> Result<Qwen3Config, LoadError> {
         let model_type = self
             .string("model_type")?
-            .ok_or_else(|| self.missing("model_type", "\"qwen3\""))?;
+            .ok_or_else(|| self.missing("model_type", "\"qwen3\", \"qwen2\" or \"llama\""))?;
+        let family = Family::detect(self.map, &model_type, self.origin)?;
         self.check_unsupported()?;
+        family::check_unsupported(self.map, self.origin)?;
         let hidden_size = self.required_usize("hidden_size")?;
         let num_attention_heads = self.required_usize("num_attention_heads")?;
         let head_dim = match self.usize("head_dim")? {
             Some(d) => d,
-            // transformers: `head_dim = hidden_size // num_attention_heads` when absent.
-            None if num_attention_heads > 0 && hidden_size.is_multiple_of(num_attention_heads) => {
-                hidden_size / num_attention_heads
-            }
-            None => {
-                return Err(LoadError::InvalidField {
+            // transformers: Qwen3Config's default 128; Qwen2/Llama take
+            // `hidden_size // num_attention_heads` when absent.
+            None => family
+                .default_head_dim(hidden_size, num_attention_heads)
+                .ok_or_else(|| LoadError::InvalidField {
                     path: self.origin.into(),
                     field: "num_attention_heads".into(),
                     found: num_attention_heads.to_string(),
                     expected: format!(
-                        "a divisor of hidden_size = {hidden_size} (head_dim is absent, so it is hidden_size / num_attention_heads)"
+                        "a divisor of hidden_size = {hidden_size} (head_dim is absent, so it is \
+                         hidden_size / num_attention_heads)"
                     ),
-                })
-            }
+                })?,
         };
+        let max_position_embeddings = self
+            .usize("max_position_embeddings")?
+            .unwrap_or(family.default_max_position_embeddings());
         Ok(Qwen3Config {
             model_type,
             hidden_size,
@@ -478,12 +558,12 @@ impl Fields<'_> {
             num_attention_heads,
             num_key_value_heads: self
                 .usize("num_key_value_heads")?
-                .unwrap_or(num_attention_heads),
+                .unwrap_or(family.default_kv_heads(num_attention_heads)),
             head_dim,
             vocab_size: self.required_usize("vocab_size")?,
             rms_norm_eps: self.f64("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta: self.rope_theta()?,
-            max_position_embeddings: self.usize("max_position_embeddings")?.unwrap_or(32_768),
+            max_position_embeddings,
             tie_word_embeddings: self.bool("tie_word_embeddings")?.unwrap_or(false),
             bos_token_id: self.token_id("bos_token_id")?,
             eos_token_ids: self.eos_token_ids()?,
@@ -491,10 +571,14 @@ impl Fields<'_> {
                 Some(d) => Some(d),
                 None => self.string("dtype")?,
             },
+            family,
+            attention_bias: self.bool("attention_bias")?.unwrap_or(false),
+            rope_scaling: family::rope_scaling(self.map, max_position_embeddings, self.origin)?,
         })
     }
 
-    /// Rejects configs asking for features the Qwen3 lowering does not implement.
+    /// Rejects configs asking for features the decoder lowering does not implement (more in
+    /// [`family::check_unsupported`] and [`family::rope_scaling`]).
     fn check_unsupported(&self) -> Result<(), LoadError> {
         if let Some(act) = self.string("hidden_act")? {
             if act != "silu" {
@@ -504,13 +588,6 @@ impl Fields<'_> {
                     "only silu (SwiGLU) is implemented",
                 ));
             }
-        }
-        if self.bool("attention_bias")? == Some(true) {
-            return Err(self.unsupported(
-                "attention_bias",
-                "true",
-                "q/k/v/o projections with bias are not implemented",
-            ));
         }
         if self.bool("use_sliding_window")? == Some(true) {
             return Err(self.unsupported(
@@ -556,7 +633,8 @@ impl Fields<'_> {
         }
     }
 
-    /// Accepts a rope parameter object only when its type is absent or `"default"` (plain RoPE).
+    /// Accepts a rope parameter object only when its type is absent, `"default"` (plain RoPE) or
+    /// `"llama3"` (whose parameters [`family::rope_scaling`] reads).
     fn check_rope_type(&self, field: &str, params: &Value) -> Result<(), LoadError> {
         let Value::Object(obj) = params else {
             return Err(self.invalid(field, params, "a JSON object"));
@@ -565,12 +643,12 @@ impl Fields<'_> {
         for key in ["rope_type", "type"] {
             match obj.get(key) {
                 None | Some(Value::Null) => {}
-                Some(Value::String(t)) if t == "default" => {}
+                Some(Value::String(t)) if t == "default" || t == "llama3" => {}
                 Some(other) => {
                     return Err(self.unsupported(
                         &format!("{field}.{key}"),
                         &other.to_string(),
-                        "rope scaling is not implemented; expected \"default\" or no rope_type",
+                        "this rope scaling is not implemented; expected \"default\", \"llama3\" or no rope_type",
                     ))
                 }
             }

@@ -68,7 +68,7 @@ pub enum LoadError {
     #[error(
         "{}: tensor `{tensor}` is missing{}",
         path.display(),
-        if expected.is_empty() { String::new() } else { format!(" (Qwen3 needs it, expected shape {expected:?})") }
+        if expected.is_empty() { String::new() } else { format!(" (the model needs it, expected shape {expected:?})") }
     )]
     MissingTensor {
         path: PathBuf,

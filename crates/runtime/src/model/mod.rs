@@ -1,4 +1,5 @@
-//! Model loading: `config.json` ([`Qwen3Config`]), safetensors weights ([`Checkpoint`]),
+//! Model loading: `config.json` ([`Qwen3Config`], of a decoder [`Family`]), safetensors weights
+//! ([`Checkpoint`]),
 //! `tokenizer.json` ([`Tokenizer`]) and the chat template of `tokenizer_config.json`
 //! ([`ChatTemplate`]). Everything is validated when loaded; every [`LoadError`] names the file (and
 //! the field or tensor) and what was expected.
@@ -11,10 +12,13 @@ pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod family;
+pub mod jinja;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use checkpoint::Checkpoint;
 pub use config::{LayerTensors, Qwen3Config, Qwen3Tensors, TensorRole, TensorSpec};
 pub use error::LoadError;
+pub use family::Family;
 pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -478,7 +478,9 @@ async fn completions_inner(
         PromptIn::Tokens(ids) => ids,
         PromptIn::Text(text) => {
             let tok_info = info.clone();
-            tokio::task::spawn_blocking(move || tok_info.tokenizer.encode(&text, false))
+            // Plain text gets the tokenizer's special tokens (Llama 3's BOS; Qwen's adds none),
+            // as `braid generate` and transformers' `tokenizer(text)`; chat text above does not.
+            tokio::task::spawn_blocking(move || tok_info.tokenizer.encode(&text, true))
                 .await
                 .map_err(|e| ApiError::internal(format!("the prompt task failed: {e}")))?
                 .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?

@@ -1,18 +1,28 @@
-//! Qwen3 → IR lowering of one decode step.
+//! Decoder → IR lowering of one decode step, for every supported family ([`Family`]: Qwen3,
+//! Qwen2, Llama). One lowering serves them all; the families differ only in what the schema
+//! ([`Qwen3Config::tensors`]) and the config say:
+//!
+//! - q/k RMSNorm over `head_dim` before rope (Qwen3: `q_norm`/`k_norm` are in the schema);
+//! - projection biases: `add(matmul(h, w), bias)` with `bias [n]` broadcast over the rows, for
+//!   q/k/v (Qwen2; Qwen3/Llama with `attention_bias`) and o_proj (Qwen3/Llama with
+//!   `attention_bias`). The passes pack the q/k/v bias adds with the merged q/k/v matmul into one
+//!   `fused_rms_norm_matmul_add`, so the bias costs no launch;
+//! - rope frequencies: `rope_theta` and the config's [`braid_ir::RopeScaling`] (`default` or `llama3`);
+//! - tied or untied lm_head, explicit or derived `head_dim`, `rms_norm_eps` (all in the config).
 //!
 //! The step takes `token: i32[1]` and `position: i32[1]` and returns `[logits f32[1, vocab], next
 //! token i32[1]]` (greedy argmax inside the graph). Every formula follows Hugging Face transformers'
-//! `models/qwen3/modeling_qwen3.py` (`Qwen3DecoderLayer`, `Qwen3Attention`, `Qwen3MLP`,
-//! `Qwen3RMSNorm`, `apply_rotary_pos_emb`): pre-norm residual layers, per-head q_norm/k_norm before
-//! RoPE, GQA attention scaled by `head_dim^-0.5`, SwiGLU MLP, final norm, lm_head (tied to the
-//! embedding when `tie_word_embeddings`). The graph is unfused; the passes fuse it.
+//! `modeling_qwen3.py`, `modeling_qwen2.py` and `modeling_llama.py` (`*DecoderLayer`, `*Attention`,
+//! `*MLP`, `*RMSNorm`, `apply_rotary_pos_emb`): pre-norm residual layers, GQA attention scaled by
+//! `head_dim^-0.5`, SwiGLU MLP, final norm, lm_head (tied to the embedding when
+//! `tie_word_embeddings`). The graph is unfused; the passes fuse it.
 //!
-//! Tensor names and shapes come from the model's schema ([`Qwen3Config::tensors`]), the same one
-//! checkpoint validation reads.
+//! Tensor names and shapes come from the model's schema, the same one checkpoint validation
+//! reads.
 
-use braid_ir::{DType, Graph, IrError, Op, RopeScaling, TensorType, Value, WeightSource};
+use braid_ir::{DType, Graph, IrError, Op, TensorType, Value, WeightSource};
 
-use crate::model::{Qwen3Config, TensorSpec};
+use crate::model::{Family, Qwen3Config, TensorSpec};
 
 /// Choices that are not in the checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -26,15 +36,19 @@ pub struct LowerOptions {
 /// An error lowering a model: a weight is missing or does not fit the graph.
 #[derive(Debug, thiserror::Error)]
 pub enum LowerError {
-    #[error("tensor `{name}` is missing from the checkpoint (Qwen3 needs it, expected shape {expected:?})")]
-    MissingWeight { name: String, expected: Vec<usize> },
+    #[error("tensor `{name}` is missing from the checkpoint ({family} needs it, expected shape {expected:?})")]
+    MissingWeight {
+        name: String,
+        expected: Vec<usize>,
+        family: Family,
+    },
     #[error("tensor `{name}`: expected shape {expected:?}, found {found:?}")]
     WeightShape {
         name: String,
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-    #[error("lowering Qwen3 produced an ill-typed graph: {0}")]
+    #[error("lowering the decoder produced an ill-typed graph: {0}")]
     Ir(#[from] IrError),
 }
 
@@ -49,6 +63,7 @@ pub enum WeightTypes<'a> {
 struct Lowering<'a> {
     g: Graph,
     weights: WeightTypes<'a>,
+    family: Family,
 }
 
 impl Lowering<'_> {
@@ -64,6 +79,7 @@ impl Lowering<'_> {
                 let view = weights.get(name).ok_or_else(|| LowerError::MissingWeight {
                     name: name.into(),
                     expected: shape.to_vec(),
+                    family: self.family,
                 })?;
                 if view.shape != shape {
                     return Err(LowerError::WeightShape {
@@ -89,6 +105,35 @@ impl Lowering<'_> {
         Ok(self.g.add1(op, inputs)?)
     }
 
+    /// `x · wᵀ`, plus `bias [n]` on every row when the layer has one (HF `nn.Linear`).
+    fn linear(
+        &mut self,
+        x: Value,
+        w: &TensorSpec,
+        bias: Option<&TensorSpec>,
+    ) -> Result<Value, LowerError> {
+        let w = self.weight(w)?;
+        let y = self.op(Op::MatMul, &[x, w])?;
+        match bias {
+            None => Ok(y),
+            Some(b) => {
+                let b = self.weight(b)?;
+                self.op(Op::Add, &[y, b])
+            }
+        }
+    }
+
+    /// `rope` of `x [heads, d]` at `position`, with the model's frequencies.
+    fn rope(&mut self, x: Value, position: Value, c: &Qwen3Config) -> Result<Value, LowerError> {
+        self.op(
+            Op::Rope {
+                theta: c.rope_theta as f32,
+                scaling: c.rope_scaling.clone(),
+            },
+            &[x, position],
+        )
+    }
+
     fn reshape(&mut self, x: Value, shape: &[usize]) -> Result<Value, LowerError> {
         self.op(
             Op::Reshape {
@@ -99,7 +144,8 @@ impl Lowering<'_> {
     }
 }
 
-/// Lowers one decode step of the Qwen3 model `c` whose weight dtypes come from `weights`.
+/// Lowers one decode step of the decoder `c` (any [`Family`]) whose weight dtypes come from
+/// `weights`.
 ///
 /// Errors: [`LowerError::MissingWeight`] / [`LowerError::WeightShape`] name the tensor and the shape
 /// the schema expects; [`LowerError::Ir`] would mean a bug in this function.
@@ -111,10 +157,10 @@ pub fn lower_decode_step(
     let schema = c.tensors();
     let (d, nh, nkv) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
     let eps = c.rms_norm_eps as f32;
-    let theta = c.rope_theta as f32;
     let mut l = Lowering {
         g: Graph::new(),
         weights,
+        family: c.family,
     };
     let pos_ty = TensorType::new(DType::I32, [1]);
     let token = l.op(
@@ -135,37 +181,24 @@ pub fn lower_decode_step(
     let mut x = l.op(Op::Embedding, &[embed, token])?;
 
     for (layer, t) in schema.layers.iter().enumerate() {
-        // Attention block (Qwen3DecoderLayer.forward: residual + self_attn(input_layernorm(x))).
+        // Attention block (*DecoderLayer.forward: residual + self_attn(input_layernorm(x))).
         let ln1 = l.weight(&t.input_layernorm)?;
         let hn = l.op(Op::RmsNorm { eps }, &[x, ln1])?;
-        let wq = l.weight(&t.q_proj)?;
-        let wk = l.weight(&t.k_proj)?;
-        let wv = l.weight(&t.v_proj)?;
-        let q = l.op(Op::MatMul, &[hn, wq])?;
-        let k = l.op(Op::MatMul, &[hn, wk])?;
-        let v = l.op(Op::MatMul, &[hn, wv])?;
-        let q = l.reshape(q, &[nh, d])?;
-        let k = l.reshape(k, &[nkv, d])?;
+        let q = l.linear(hn, &t.q_proj, t.q_bias.as_ref())?;
+        let k = l.linear(hn, &t.k_proj, t.k_bias.as_ref())?;
+        let v = l.linear(hn, &t.v_proj, t.v_bias.as_ref())?;
+        let mut q = l.reshape(q, &[nh, d])?;
+        let mut k = l.reshape(k, &[nkv, d])?;
         let v = l.reshape(v, &[nkv, d])?;
-        // Qwen3Attention: q_norm/k_norm over head_dim, then RoPE.
-        let qn_w = l.weight(&t.q_norm)?;
-        let kn_w = l.weight(&t.k_norm)?;
-        let q = l.op(Op::RmsNorm { eps }, &[q, qn_w])?;
-        let k = l.op(Op::RmsNorm { eps }, &[k, kn_w])?;
-        let q = l.op(
-            Op::Rope {
-                theta,
-                scaling: RopeScaling::Default,
-            },
-            &[q, position],
-        )?;
-        let k = l.op(
-            Op::Rope {
-                theta,
-                scaling: RopeScaling::Default,
-            },
-            &[k, position],
-        )?;
+        // Qwen3Attention: q_norm/k_norm over head_dim before RoPE (absent in Qwen2 and Llama).
+        if let (Some(qn), Some(kn)) = (&t.q_norm, &t.k_norm) {
+            let qn_w = l.weight(qn)?;
+            let kn_w = l.weight(kn)?;
+            q = l.op(Op::RmsNorm { eps }, &[q, qn_w])?;
+            k = l.op(Op::RmsNorm { eps }, &[k, kn_w])?;
+        }
+        let q = l.rope(q, position, c)?;
+        let k = l.rope(k, position, c)?;
         let cache_ty = TensorType::new(opts.kv_dtype, [opts.max_context, nkv, d]);
         let cache = |name: &str| Op::KvCache {
             name: format!("model.layers.{layer}.self_attn.{name}"),
@@ -176,8 +209,7 @@ pub fn lower_decode_step(
         let scale = (d as f32).powf(-0.5);
         let a = l.op(Op::Attention { scale }, &[q, k, v, kc, vc, position])?;
         let a = l.reshape(a, &[1, nh * d])?;
-        let wo = l.weight(&t.o_proj)?;
-        let o = l.op(Op::MatMul, &[a, wo])?;
+        let o = l.linear(a, &t.o_proj, t.o_bias.as_ref())?;
         x = l.op(Op::Add, &[o, x])?;
         // MLP block: residual + down(silu(gate(n)) * up(n)), n = post_attention_layernorm(x).
         let ln2 = l.weight(&t.post_attention_layernorm)?;
