@@ -69,7 +69,7 @@ impl Fusions {
     pub fn notes(&self, tuning: &Tuning) -> Vec<FusionNote> {
         vec![
             FusionNote {
-                what: "q/k rms_norm + rope into attention",
+                what: "q/k prologue (rms_norm, rope) into attention",
                 knob: "BRAID_ATT_QK_FOLD=0",
                 count: self.qk.len(),
                 enabled: tuning.att_qk_fold,

@@ -83,7 +83,7 @@ impl Plan {
             .unwrap_or(0);
         let _ = writeln!(
             s,
-            "{:>4}  {:<6} {:<22} {:<kernel_w$}  {:<11} {:>5} {:>7}  {:<7}  {:>9}  absorbs",
+            "{:>4}  {:<6} {:<26} {:<kernel_w$}  {:<11} {:>5} {:>7}  {:<7}  {:>9}  absorbs",
             "#", "value", "op", "kernel", "grid", "block", "smem", "cluster", "bytes"
         );
         for (i, l) in self.launches.iter().enumerate() {
@@ -94,7 +94,7 @@ impl Plan {
             };
             let cluster = l.cluster.map_or("-".to_string(), dims);
             let line = format!(
-                "{i:>4}  {:<6} {:<22} {kernel:<kernel_w$}  {:<11} {:>5} {:>7}  {cluster:<7}  {:>9}  {}",
+                "{i:>4}  {:<6} {:<26} {kernel:<kernel_w$}  {:<11} {:>5} {:>7}  {cluster:<7}  {:>9}  {}",
                 l.node,
                 l.op,
                 dims(l.grid),
