@@ -69,6 +69,14 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         file: "bench.cu",
         text: include_str!("../../../kernels/bench.cu"),
     },
+    KernelSource {
+        file: "prefill.cu",
+        text: include_str!("../../../kernels/prefill.cu"),
+    },
+    KernelSource {
+        file: "attention_prefill.cu",
+        text: include_str!("../../../kernels/attention_prefill.cu"),
+    },
 ];
 
 /// The kernel source called `file` (e.g. `gemv.cu`).

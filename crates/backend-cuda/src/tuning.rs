@@ -78,6 +78,15 @@ pub struct Tuning {
     /// places later into L2 (default 0, off: distances 1 / 2 / 3 measured 861.6 / 893.0 / 869.8
     /// against 860.8 µs/token).
     pub l2_prefetch: usize,
+    /// `BRAID_GEMM_MIN_ROWS`: a matmul-family node with at least this many rows (tokens) and
+    /// bf16 weights runs as a cuBLAS GEMM instead of a GEMV (default 2: the GEMVs read the weights
+    /// once per row, a GEMM once for all rows, so a GEMM wins from two rows on; a decode step has
+    /// one row and keeps its GEMVs).
+    pub gemm_min_rows: usize,
+    /// `BRAID_SPLIT_IN_PLACE`: a `split` of `[T, n]` rows (a prefill chunk's packed q/k/v) whose
+    /// slices feed only rope / q-k norm / prefill attention is read in place with a row stride
+    /// instead of copied (default on: one to three launches per layer fewer).
+    pub split_in_place: bool,
 }
 
 impl Default for Tuning {
@@ -95,12 +104,14 @@ impl Default for Tuning {
             att_min_chunk: 0,
             att_unroll: 4,
             l2_prefetch: 0,
+            gemm_min_rows: 2,
+            split_in_place: true,
         }
     }
 }
 
 /// The environment variable of every knob, in the order [`Tuning::entries`] lists them.
-pub const KNOBS: [&str; 12] = [
+pub const KNOBS: [&str; 14] = [
     "BRAID_GEMV_KERNEL",
     "BRAID_GEMV_ROWS2",
     "BRAID_GEMV_BLOCKS_PER_SM",
@@ -113,6 +124,8 @@ pub const KNOBS: [&str; 12] = [
     "BRAID_ATT_MIN_CHUNK",
     "BRAID_ATT_UNROLL",
     "BRAID_L2_PREFETCH",
+    "BRAID_GEMM_MIN_ROWS",
+    "BRAID_SPLIT_IN_PLACE",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -172,6 +185,8 @@ impl Tuning {
             "BRAID_ATT_MIN_CHUNK" => parse_usize(v, 0, 1 << 20).map(|x| self.att_min_chunk = x),
             "BRAID_ATT_UNROLL" => parse_usize(v, 1, 16).map(|x| self.att_unroll = x),
             "BRAID_L2_PREFETCH" => parse_usize(v, 0, 64).map(|x| self.l2_prefetch = x),
+            "BRAID_GEMM_MIN_ROWS" => parse_usize(v, 1, 1 << 20).map(|x| self.gemm_min_rows = x),
+            "BRAID_SPLIT_IN_PLACE" => parse_bool(v).map(|x| self.split_in_place = x),
             _ => {
                 return Err(format!(
                     "unknown tuning knob {name} (known: {})",
@@ -210,6 +225,8 @@ impl Tuning {
             self.att_min_chunk.to_string(),
             self.att_unroll.to_string(),
             self.l2_prefetch.to_string(),
+            self.gemm_min_rows.to_string(),
+            b(self.split_in_place),
         ];
         KNOBS.into_iter().zip(values).collect()
     }
