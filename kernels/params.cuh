@@ -150,7 +150,7 @@ struct ArgmaxParams {
 // ---- bench.cu ----
 struct BenchFillParams {
     unsigned* p;
-    unsigned long long n;      // 4-byte words
+    unsigned long long n;      // elements: 4-byte words (bench_fill_u32) or bf16 (bench_fill_bf16)
     unsigned seed;
     int pad_;
 };

@@ -99,7 +99,7 @@ pub mod profile;
 pub mod tuning;
 pub mod weights;
 
-pub use bench::measure_read_bandwidth;
+pub use bench::{measure_gemm_rate, measure_read_bandwidth};
 pub use device::CudaDevice;
 pub use error::CudaError;
 pub use exec::{CudaExecutor, ExecOptions};

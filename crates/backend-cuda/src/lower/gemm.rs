@@ -7,7 +7,10 @@
 //! | `cublas_gemm_bf16 MxNxK` | `y [m, n] = xb · Wᵀ (+ y)`: `cublasGemmEx`, bf16 operands, f32 output and accumulation ([`GemmParams`]) |
 //!
 //! When: at least [`Tuning::gemm_min_rows`] rows and a bf16 weight (cuBLAS's tensor-core path takes
-//! bf16 operands; f16 and f32 weights keep the GEMVs). The prologue (rms_norm, SwiGLU) is the
+//! bf16 operands; f16 and f32 weights keep the GEMVs). GEMMs of one input with one prologue in a
+//! row (q, k and v projections left apart by the passes) share one prologue launch: a GEMM
+//! without a residual whose prologue equals the last one planned reads the operand that one left
+//! in the scratch slot (no other launch writes it, and `x` cannot change while it is live). The prologue (rms_norm, SwiGLU) is the
 //! GEMVs' (`kernels/gemv.cu`); the epilogue (residual or a bias broadcast over rows) is cuBLAS's
 //! beta = 1 on the pre-filled output. The bf16 rounding of the activations is the one numerical
 //! difference from the GEMV path (transformers' bf16 forward rounds them too).
@@ -56,36 +59,13 @@ pub(super) fn lower(
         Some(_) => m,
     };
     let x_len = if g.pro == 2 { 2 * k } else { k };
-    let prologue = GemmPrologueParams {
-        x: g.x.ptr,
-        norm_w: g.norm.as_ref().map_or(Ptr::NULL, |o| o.ptr),
-        resid: g.resid.as_ref().map_or(Ptr::NULL, |o| o.ptr),
-        xb,
-        c: y,
-        m: m as i32,
-        k: k as i32,
-        n: rows as i32,
-        pro: g.pro,
-        eps: g.eps,
-        resid_rows: resid_rows as i32,
-    };
+    let norm_w = g.norm.as_ref().map_or(Ptr::NULL, |o| o.ptr);
+    let key = (g.x.ptr, norm_w, g.pro, g.eps.to_bits(), m, k);
     let shape = format!("{m}x{rows}x{k}");
-    let resid_bytes = if g.resid.is_some() {
-        (resid_rows * rows + m * rows) * 4
-    } else {
-        0
-    };
-    let mut pro = cx.launch(
-        n,
-        KernelRef::plain("prefill.cu", "gemm_prologue_f32"),
-        (m as u32, 1, 1),
-        256,
-        0,
-        Params::GemmPrologue(prologue),
-        m * x_len * 4 + m * k * 2 + resid_bytes + g.norm.as_ref().map_or(0, |_| k * 4),
-    )?;
-    pro.detail = format!("{m}x{k} -> bf16");
-    out.push(pro);
+    if g.resid.is_some() || cx.gemm_operand != Some(key) {
+        out.push(prologue_launch(cx, n, g, xb, y, resid_rows, x_len)?);
+        cx.gemm_operand = Some(key);
+    }
     let params = GemmParams {
         a: g.w.ptr,
         b: xb,
@@ -112,4 +92,47 @@ pub(super) fn lower(
     }
     out.push(gemm);
     Ok(())
+}
+
+/// The prologue launch of GEMM node `n`: `xb = bf16(prologue(x))`, and `y` pre-filled with the
+/// residual (`resid_rows` rows of it) when there is one.
+fn prologue_launch(
+    cx: &mut Cx<'_>,
+    n: Value,
+    g: &GemvOperands,
+    xb: Ptr,
+    y: Ptr,
+    resid_rows: usize,
+    x_len: usize,
+) -> Result<PlannedLaunch, CudaError> {
+    let (m, k, rows) = (g.m, g.k, g.rows);
+    let prologue = GemmPrologueParams {
+        x: g.x.ptr,
+        norm_w: g.norm.as_ref().map_or(Ptr::NULL, |o| o.ptr),
+        resid: g.resid.as_ref().map_or(Ptr::NULL, |o| o.ptr),
+        xb,
+        c: y,
+        m: m as i32,
+        k: k as i32,
+        n: rows as i32,
+        pro: g.pro,
+        eps: g.eps,
+        resid_rows: resid_rows as i32,
+    };
+    let resid_bytes = if g.resid.is_some() {
+        (resid_rows * rows + m * rows) * 4
+    } else {
+        0
+    };
+    let mut pro = cx.launch(
+        n,
+        KernelRef::plain("prefill.cu", "gemm_prologue_f32"),
+        (m as u32, 1, 1),
+        256,
+        0,
+        Params::GemmPrologue(prologue),
+        m * x_len * 4 + m * k * 2 + resid_bytes + g.norm.as_ref().map_or(0, |_| k * 4),
+    )?;
+    pro.detail = format!("{m}x{k} -> bf16");
+    Ok(pro)
 }

@@ -192,6 +192,9 @@ pub(crate) struct Cx<'a> {
     rope: Vec<((Rotary, usize), Vec<f32>)>,
     token_limit: Option<usize>,
     max_context: Option<usize>,
+    /// What the GEMM operand scratch holds: the prologue (x, norm weight, `pro`, eps bits, m, k)
+    /// of the last GEMM prologue planned ([`gemm`] reuses it).
+    pub(crate) gemm_operand: Option<(Ptr, Ptr, i32, u32, usize, usize)>,
 }
 
 impl Cx<'_> {
@@ -344,6 +347,7 @@ pub fn lower(g: &Graph, target: &Target<'_>, tuning: &Tuning) -> Result<Plan, Cu
         rope: Vec::new(),
         token_limit: None,
         max_context: None,
+        gemm_operand: None,
     };
     let mut launches = Vec::new();
     for &n in &memory.order {
