@@ -84,6 +84,8 @@ pub struct ModelArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub prefill: PrefillArgs,
     /// Where to run the decode step.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
@@ -143,10 +145,81 @@ pub struct OutputArgs {
     pub print_after: Vec<String>,
 }
 
+/// Which step of the model to lower (`graph`, `plan`).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct StepArgs {
+    /// Lower the prefill step over T prompt tokens (activations [T, hidden], causal attention that
+    /// appends T cache rows) instead of the decode step.
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u64).range(1..))]
+    pub prefill: Option<u64>,
+    /// With --prefill: logits for every token ([T, vocab], as `braid check` uses) instead of the
+    /// last token's only.
+    #[arg(long, requires = "prefill")]
+    pub all_logits: bool,
+}
+
+impl StepArgs {
+    /// The lowering options of this step for `max_context` rows of a `kv_dtype` cache.
+    pub fn options(
+        &self,
+        max_context: usize,
+        kv_dtype: braid_ir::DType,
+    ) -> crate::qwen3::LowerOptions {
+        let tokens = self.prefill.map_or(1, |t| t as usize);
+        crate::qwen3::LowerOptions::decode(max_context, kv_dtype)
+            .with_tokens(tokens, self.all_logits)
+    }
+}
+
+/// How the prompt is fed before decoding (`generate`, `bench`, `check`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrefillArg {
+    /// Batched prefill: the prompt in chunks of T tokens through the prefill step (the default;
+    /// on the CPU the interpreter runs the T-token graph).
+    Batched,
+    /// Token by token through the decode step (the ablation, and a fallback).
+    Token,
+}
+
+/// How `generate`, `bench` and `check` prefill the prompt.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct PrefillArgs {
+    /// How the prompt is fed before decoding: `batched` (prefill steps over chunks of tokens) or
+    /// `token` (one decode step per token).
+    #[arg(long, value_enum, default_value_t = PrefillArg::Batched)]
+    pub prefill: PrefillArg,
+    /// Most tokens of one batched prefill chunk (rounded down to a power of two): bounds the
+    /// activation memory of a chunk.
+    #[arg(long, default_value_t = crate::engine::PrefillMode::DEFAULT_CHUNK,
+          value_parser = parse_chunk)]
+    pub prefill_chunk: usize,
+}
+
+fn parse_chunk(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1 << 16).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}`: expected an integer in 1..=65536")),
+    }
+}
+
+impl PrefillArgs {
+    /// The engine's prefill mode.
+    pub fn mode(&self) -> crate::engine::PrefillMode {
+        match self.prefill {
+            PrefillArg::Batched => crate::engine::PrefillMode::Batched {
+                chunk: self.prefill_chunk,
+            },
+            PrefillArg::Token => crate::engine::PrefillMode::Token,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GraphArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub step: StepArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -166,6 +239,8 @@ pub struct OptArgs {
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub prefill: PrefillArgs,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
@@ -175,6 +250,10 @@ pub struct BenchArgs {
     /// Generated tokens timed.
     #[arg(long, default_value_t = 256)]
     pub gen: usize,
+    /// Prompt lengths of the prefill section (time to first token, prefill tok/s, fractions of
+    /// the compute and memory floors), comma-separated; `0` skips the section.
+    #[arg(long, value_delimiter = ',', default_value = "128,512,2048,8192")]
+    pub prefill_lens: Vec<usize>,
     /// Launch kernels one by one instead of replaying a captured CUDA graph.
     #[arg(long)]
     pub no_graph: bool,
@@ -196,6 +275,8 @@ pub struct ProfileArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub prefill: PrefillArgs,
     /// reference.safetensors written by scripts/make_checkpoint.py (default: <model>/reference.safetensors).
     #[arg(long)]
     pub reference: Option<PathBuf>,
@@ -217,6 +298,8 @@ pub struct CheckArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub step: StepArgs,
     /// The device to plan for: `h200` (recorded facts and kernel resources: no GPU needed) or
     /// `live` (the GPU of this machine).
     #[arg(long, default_value = "h200")]

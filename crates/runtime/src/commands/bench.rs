@@ -1,13 +1,15 @@
-//! `braid bench` and `braid profile`: decode speed, launches and the memory roofline.
+//! `braid bench` and `braid profile`: decode speed, launches and the memory roofline; prefill
+//! speed (time to first token) against the compute and memory floors.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use braid_backend_cuda::{measure_read_bandwidth, CudaDevice, ExecOptions};
+use braid_backend_cuda::{measure_gemm_rate, measure_read_bandwidth, CudaDevice, ExecOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::cli::{BenchArgs, ProfileArgs};
+use crate::engine::{DecodeBackend, PrefillMode};
 use crate::load::LoadedModel;
 use crate::pipeline::{self, BackendRequest, Device};
 
@@ -47,14 +49,14 @@ fn bench_cpu(model: &LoadedModel, args: &BenchArgs) -> Result<()> {
         passes: &args.model.passes,
         max_context: args.model.max_context,
         exec: ExecOptions::default(),
+        prefill: args.prefill.mode(),
     };
     let mut backend = pipeline::open_backend(model, &req)?;
     let prompt = bench_prompt(args.prompt_len, model.config.vocab_size);
     backend.reset()?;
-    let mut tok = 0;
-    for (pos, &t) in prompt.iter().enumerate() {
-        tok = backend.step(t, pos, false)?.next_token;
-    }
+    let started = Instant::now();
+    let mut tok = backend.prefill(&prompt, 0, false)?.next_token;
+    let prefill_ms = started.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
     for pos in args.prompt_len..args.prompt_len + args.gen {
         tok = backend.step(tok, pos, false)?.next_token;
@@ -69,6 +71,7 @@ fn bench_cpu(model: &LoadedModel, args: &BenchArgs) -> Result<()> {
                 "model": model.source, "device": "cpu", "passes": args.model.passes,
                 "prompt_len": args.prompt_len, "gen": args.gen,
                 "tok_per_s": tok_s, "us_per_token": us_per_token,
+                "prefill": mode_name(args.prefill.mode()), "prefill_ms": prefill_ms,
             })
         );
     } else {
@@ -76,13 +79,91 @@ fn bench_cpu(model: &LoadedModel, args: &BenchArgs) -> Result<()> {
         println!("device       cpu (reference interpreter; no roofline on the CPU)");
         println!("passes       {}", args.model.passes);
         println!("decode       {tok_s:.1} tok/s  ({us_per_token:.0} µs/token, {} tokens after a {}-token prompt)", args.gen, args.prompt_len);
+        println!(
+            "prefill      {} tokens in {prefill_ms:.1} ms ({})",
+            args.prompt_len,
+            mode_name(args.prefill.mode())
+        );
     }
     Ok(())
 }
 
+/// How a prefill mode is named in bench output.
+fn mode_name(m: PrefillMode) -> String {
+    match m {
+        PrefillMode::Token => "token by token".into(),
+        PrefillMode::Batched { chunk } => format!("batched, chunks of at most {chunk}"),
+    }
+}
+
+/// One row of the prefill section.
+struct PrefillRow {
+    len: usize,
+    ttft: Duration,
+    flops: f64,
+    bytes: usize,
+}
+
+/// The prefill section on the GPU: for each prompt length, the median time of a whole prefill
+/// from an empty cache to the first generated token (one `DecodeBackend::prefill`, which ends
+/// with the 4-byte read of the greedy token), after one untimed run that also builds the chunk
+/// executors. A backend of its own, sized for the longest prompt, so the decode section's plan is
+/// untouched.
+fn bench_prefill_gpu(
+    dev: &CudaDevice,
+    model: &LoadedModel,
+    args: &BenchArgs,
+    opts: ExecOptions,
+) -> Result<Vec<PrefillRow>> {
+    let lens: Vec<usize> = args
+        .prefill_lens
+        .iter()
+        .copied()
+        .filter(|&l| l > 0)
+        .collect();
+    let Some(&longest) = lens.iter().max() else {
+        return Ok(Vec::new());
+    };
+    let req = BackendRequest {
+        device: Device::Cuda,
+        passes: &args.model.passes,
+        max_context: longest,
+        exec: opts,
+        prefill: args.prefill.mode(),
+    };
+    let mut backend = pipeline::cuda_backend(dev, model, &req)?;
+    let mut rows = Vec::new();
+    for &len in &lens {
+        let prompt = bench_prompt(len, model.config.vocab_size);
+        let (flops, bytes) = backend.prefill_cost(len)?;
+        // Token-by-token prefill of long prompts takes seconds: fewer repetitions.
+        let reps = if len >= 4096 { 3 } else { 7 };
+        let mut times = Vec::with_capacity(reps);
+        for r in 0..=reps {
+            backend.reset()?;
+            let start = Instant::now();
+            backend.prefill(&prompt, 0, false)?;
+            if r > 0 {
+                times.push(start.elapsed());
+            }
+        }
+        times.sort();
+        rows.push(PrefillRow {
+            len,
+            ttft: times[times.len() / 2],
+            flops,
+            bytes,
+        });
+    }
+    Ok(rows)
+}
+
 /// `braid bench` on the GPU: prefill `--prompt-len` random ids, time `--gen` greedy steps (each a
 /// graph replay plus a 4-byte read-back), and put the result against the device's read bandwidth
-/// measured in the same run.
+/// measured in the same run. Then the prefill section ([`bench_prefill_gpu`]): time to first token
+/// for each `--prefill-lens` length, against the compute floor (the prefill's matmul FLOPs at the
+/// bf16 GEMM rate measured now) and the memory floor (weights once plus the KV rows written, at the
+/// read bandwidth measured now).
 fn bench_gpu(dev: &CudaDevice, model: &LoadedModel, args: &BenchArgs) -> Result<()> {
     let opts = pipeline::exec_options(!args.no_graph)?;
     let mut exec =
@@ -116,16 +197,44 @@ fn bench_gpu(dev: &CudaDevice, model: &LoadedModel, args: &BenchArgs) -> Result<
     let tok_s = 1e6 / us_per_token;
     // Bytes of a step in the middle of the timed range (weights + KV rows + activations).
     let bytes = exec.bytes_per_step(args.prompt_len + args.gen / 2);
-    let bw = measure_read_bandwidth(dev, exec.weight_bytes())?;
+    let weight_bytes = exec.weight_bytes();
+    let bw = measure_read_bandwidth(dev, weight_bytes)?;
     let roofline_us = bytes as f64 / bw * 1e6;
     let fraction = roofline_us / us_per_token;
     let launches = exec.launches_per_step();
-    let mode = if exec.uses_graph() {
+    let uses_graph = exec.uses_graph();
+    // The prefill section builds a backend of its own: free this executor first.
+    drop(exec);
+    let prefill = bench_prefill_gpu(dev, model, args, opts)?;
+    let gemm_rate = if prefill.is_empty() {
+        None
+    } else {
+        Some(measure_gemm_rate(dev, 8192, 8192, 8192)?)
+    };
+    let floors = |r: &PrefillRow| {
+        let compute_ms = r.flops / gemm_rate.unwrap_or(f64::INFINITY) * 1e3;
+        let memory_ms = r.bytes as f64 / bw * 1e3;
+        (compute_ms, memory_ms)
+    };
+    let mode = if uses_graph {
         "cuda graph replay"
     } else {
         "eager launches"
     };
     if args.json {
+        let rows: Vec<serde_json::Value> = prefill
+            .iter()
+            .map(|r| {
+                let (c, m) = floors(r);
+                let ms = r.ttft.as_secs_f64() * 1e3;
+                serde_json::json!({
+                    "prompt_len": r.len, "ttft_ms": ms, "tok_per_s": r.len as f64 / (ms * 1e-3),
+                    "matmul_flops": r.flops, "bytes": r.bytes,
+                    "compute_floor_ms": c, "compute_floor_fraction": c / ms,
+                    "memory_floor_ms": m, "memory_floor_fraction": m / ms,
+                })
+            })
+            .collect();
         println!(
             "{}",
             serde_json::json!({
@@ -135,9 +244,11 @@ fn bench_gpu(dev: &CudaDevice, model: &LoadedModel, args: &BenchArgs) -> Result<
                 "device_loop_tok_per_s": device_loop_us.map(|us| 1e6 / us),
                 "device_loop_us_per_token": device_loop_us,
                 "launches_per_token": launches,
-                "bytes_per_token": bytes, "weight_bytes": exec.weight_bytes(),
+                "bytes_per_token": bytes, "weight_bytes": weight_bytes,
                 "read_bandwidth_bytes_per_s": bw, "roofline_us_per_token": roofline_us,
                 "roofline_fraction": fraction, "tuning": opts.tuning.to_string(),
+                "prefill_mode": mode_name(args.prefill.mode()),
+                "gemm_flops_per_s": gemm_rate, "prefill": rows,
             })
         );
     } else {
@@ -158,7 +269,7 @@ fn bench_gpu(dev: &CudaDevice, model: &LoadedModel, args: &BenchArgs) -> Result<
         }
         println!(
             "launches/token   {launches}{}",
-            if exec.uses_graph() {
+            if uses_graph {
                 " kernels in 1 graph launch"
             } else {
                 ""
@@ -167,7 +278,7 @@ fn bench_gpu(dev: &CudaDevice, model: &LoadedModel, args: &BenchArgs) -> Result<
         println!(
             "bytes/token      {:.1} MB (weights {:.1} MB)",
             bytes as f64 / 1e6,
-            exec.weight_bytes() as f64 / 1e6
+            weight_bytes as f64 / 1e6
         );
         println!(
             "read bandwidth   {:.2} TB/s (measured now, same byte count as the weights)",
@@ -178,6 +289,24 @@ fn bench_gpu(dev: &CudaDevice, model: &LoadedModel, args: &BenchArgs) -> Result<
             1e6 / roofline_us,
             100.0 * fraction
         );
+        if let Some(rate) = gemm_rate {
+            println!(
+                "prefill          {}; GEMM rate {:.1} TFLOP/s (cuBLAS bf16 8192x8192x8192, measured now)",
+                mode_name(args.prefill.mode()),
+                rate / 1e12
+            );
+        }
+        for r in &prefill {
+            let (c, m) = floors(r);
+            let ms = r.ttft.as_secs_f64() * 1e3;
+            println!(
+                "prefill {:<8} TTFT {ms:.2} ms, {:.0} tok/s; compute floor {c:.3} ms ({:.1}%), memory floor {m:.3} ms ({:.1}%)",
+                r.len,
+                r.len as f64 / (ms * 1e-3),
+                100.0 * c / ms,
+                100.0 * m / ms
+            );
+        }
     }
     Ok(())
 }

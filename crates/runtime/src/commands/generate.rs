@@ -26,6 +26,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         passes: &args.model.passes,
         max_context: args.model.max_context,
         exec: pipeline::exec_options(!args.no_graph)?,
+        prefill: args.prefill.mode(),
     };
     // Refuse an overlong request before paying for backend set-up.
     check_context(prompt.len(), args.max_tokens, args.model.max_context)?;
@@ -51,10 +52,15 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     writeln!(out, "{tail}").context("writing to stdout")?;
     if args.stats {
         eprintln!(
-            "[{}] prompt {} tokens in {:.1} ms; generated {} tokens in {:.1} ms ({:.1} tok/s){}",
+            "[{}] prompt {} tokens in {:.1} ms ({} prefill; first token after {:.1} ms); generated {} tokens in {:.1} ms ({:.1} tok/s){}",
             backend.name(),
             stats.prompt_tokens,
             stats.prefill.as_secs_f64() * 1e3,
+            match args.prefill.mode() {
+                crate::engine::PrefillMode::Token => "token-by-token",
+                crate::engine::PrefillMode::Batched { .. } => "batched",
+            },
+            stats.ttft.as_secs_f64() * 1e3,
             stats.generated_tokens,
             stats.decode.as_secs_f64() * 1e3,
             stats.decode_tok_per_s(),

@@ -24,10 +24,14 @@ fn emit(g: &Graph, out: &OutputArgs) -> String {
     }
 }
 
-/// `braid graph`: lower the model's decode step, run passes, print.
+/// `braid graph`: lower the model's decode step (or, with `--prefill T`, its prefill step over `T`
+/// tokens), run passes, print.
 pub fn graph(args: &GraphArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.model)?;
-    let mut g = model.lower(args.model.max_context, braid_ir::DType::F32)?;
+    let opts = args
+        .step
+        .options(args.model.max_context, braid_ir::DType::F32);
+    let mut g = model.lower_with(opts)?;
     run_passes(
         &mut g,
         &args.model.passes,

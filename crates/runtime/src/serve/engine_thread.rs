@@ -233,6 +233,7 @@ fn engine_main(
         passes: &config.passes,
         max_context: config.max_context,
         exec: config.exec,
+        prefill: Default::default(),
     };
     let (info, backend) = match model_info(&model, &config)
         .and_then(|info| Ok((info, open_backend(&model, &request)?)))
