@@ -1152,6 +1152,7 @@ impl CudaExecutor {
 
     fn capture(&mut self) -> Result<(), CudaError> {
         self.dev.bind()?;
+        self.warm_gemms()?;
         let stream = self.dev.inner.stream.clone();
         stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -1166,6 +1167,23 @@ impl CudaExecutor {
             .upload()
             .ctx(|| "uploading the decode-step CUDA graph".into())?;
         self.graph = Some(graph);
+        Ok(())
+    }
+
+    /// Runs every cuBLAS GEMM of the step once, eagerly, so that cuBLAS's first-use work (loading
+    /// its kernels, choosing an algorithm) happens before a capture rather than inside it. The
+    /// GEMMs read weights and the operand scratch and write their arena outputs only: the KV
+    /// caches (perhaps shared with a decode executor in the middle of a sequence) are untouched.
+    fn warm_gemms(&self) -> Result<(), CudaError> {
+        let stream = self.dev.cu_stream();
+        let mut any = false;
+        for l in self.launches.iter().filter(|l| l.is_gemm()) {
+            l.enqueue(stream, false)?;
+            any = true;
+        }
+        if any {
+            self.dev.sync("warming up cuBLAS before the capture")?;
+        }
         Ok(())
     }
 

@@ -30,7 +30,8 @@ pub enum Command {
     Opt(OptArgs),
     /// Measure decode speed: tok/s, µs/token, launches/token and the fraction of the memory roofline.
     Bench(BenchArgs),
-    /// Per-op time breakdown of one decode step (eager CUDA executor with events around each op).
+    /// Per-op time breakdown of one decode step, or with --prefill T of a prefill step (CUDA
+    /// events around each launch).
     Profile(ProfileArgs),
     /// Compare braid's logits with a transformers reference (made by scripts/make_checkpoint.py).
     Check(CheckArgs),
@@ -269,6 +270,10 @@ pub struct ProfileArgs {
     /// Decode steps timed, at positions 0..steps (so the attention length grows to `steps`).
     #[arg(long, default_value_t = 128)]
     pub steps: usize,
+    /// Profile the prefill step over T random prompt tokens (from an empty cache, `--steps`
+    /// repetitions) instead of decode steps.
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u64).range(2..))]
+    pub prefill: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@
 //! folded into its prologue ([`super::fusions::QkPrologue`]).
 //!
 //! `attention` over `T` tokens (`q [T, h, d]`, a prefill chunk) is two launches instead
-//! ([`lower_prefill`]): `kv_append_{cache dtype}` (`kernels/prefill.cu`) stores the chunk's `T`
+//! (`lower_prefill`): `kv_append_{cache dtype}` (`kernels/prefill.cu`) stores the chunk's `T`
 //! k/v rows at `position ..`, then `attention_prefill_{cache dtype}_d{head_dim}_g{group}`
 //! (`kernels/attention_prefill.cu`) runs the causal attention of the `T` queries over the cache.
 

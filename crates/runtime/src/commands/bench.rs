@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use braid_backend_cuda::{measure_gemm_rate, measure_read_bandwidth, CudaDevice, ExecOptions};
+use braid_backend_cuda::{
+    measure_gemm_rate, measure_read_bandwidth, CudaDevice, CudaExecutor, ExecOptions,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -319,9 +321,33 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.model)?;
     let dev = pipeline::open_gpu().context("braid profile times CUDA kernels and needs a GPU")?;
     let opts = pipeline::exec_options(false)?;
-    let max_context = args.model.max_context.max(args.steps + 1);
+    let tokens = args.prefill.map(|t| t as usize);
+    let max_context = args
+        .model
+        .max_context
+        .max(args.steps + 1)
+        .max(tokens.unwrap_or(0));
     let mut exec = pipeline::cuda_executor(&dev, &model, &args.model.passes, max_context, opts)?;
-    let profile = exec.profile(args.steps)?;
+    let profile = match tokens {
+        None => exec.profile(args.steps)?,
+        Some(t) => {
+            let steps = pipeline::StepGraphs::new(
+                &model,
+                &args.model.passes,
+                max_context,
+                pipeline::kv_dtype(true),
+            );
+            let g = steps.graph(t, false)?;
+            let mut pf = CudaExecutor::new_sharing(&dev, &g, model.weights()?, &exec, opts)
+                .context("setting up the CUDA prefill step")?;
+            let prompt = bench_prompt(t, model.config.vocab_size);
+            println!(
+                "prefill step over {t} tokens (from position 0), {} repetitions",
+                args.steps
+            );
+            pf.profile_prefill(&prompt, 0, args.steps)?
+        }
+    };
     println!(
         "model {} on {} ({}), passes `{}`",
         model.source,
