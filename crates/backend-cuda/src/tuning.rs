@@ -38,6 +38,16 @@ pub enum Rows2 {
     Always,
 }
 
+/// Which kernel runs a prefill attention (`BRAID_PREFILL_ATT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillAtt {
+    /// `mma` (default): the tensor-core kernel (mma.sync, f16 operands, f32 accumulation) where it
+    /// applies (bf16 / f16 caches, head_dim up to 128, sm_80+), else the f32 kernel.
+    Mma,
+    /// `simt`: the f32 kernel everywhere (the exact one: f32 q and probabilities).
+    Simt,
+}
+
 /// Every tuning knob of the lowering. `Tuning::default()` is the measured-fastest configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
@@ -87,6 +97,8 @@ pub struct Tuning {
     /// slices feed only rope / q-k norm / prefill attention is read in place with a row stride
     /// instead of copied (default on: one to three launches per layer fewer).
     pub split_in_place: bool,
+    /// `BRAID_PREFILL_ATT`: see [`PrefillAtt`].
+    pub prefill_att: PrefillAtt,
 }
 
 impl Default for Tuning {
@@ -106,12 +118,13 @@ impl Default for Tuning {
             l2_prefetch: 0,
             gemm_min_rows: 2,
             split_in_place: true,
+            prefill_att: PrefillAtt::Mma,
         }
     }
 }
 
 /// The environment variable of every knob, in the order [`Tuning::entries`] lists them.
-pub const KNOBS: [&str; 14] = [
+pub const KNOBS: [&str; 15] = [
     "BRAID_GEMV_KERNEL",
     "BRAID_GEMV_ROWS2",
     "BRAID_GEMV_BLOCKS_PER_SM",
@@ -126,6 +139,7 @@ pub const KNOBS: [&str; 14] = [
     "BRAID_L2_PREFETCH",
     "BRAID_GEMM_MIN_ROWS",
     "BRAID_SPLIT_IN_PLACE",
+    "BRAID_PREFILL_ATT",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -187,6 +201,12 @@ impl Tuning {
             "BRAID_L2_PREFETCH" => parse_usize(v, 0, 64).map(|x| self.l2_prefetch = x),
             "BRAID_GEMM_MIN_ROWS" => parse_usize(v, 1, 1 << 20).map(|x| self.gemm_min_rows = x),
             "BRAID_SPLIT_IN_PLACE" => parse_bool(v).map(|x| self.split_in_place = x),
+            "BRAID_PREFILL_ATT" => match v {
+                "mma" => Ok(PrefillAtt::Mma),
+                "simt" => Ok(PrefillAtt::Simt),
+                _ => Err("mma or simt".to_string()),
+            }
+            .map(|x| self.prefill_att = x),
             _ => {
                 return Err(format!(
                     "unknown tuning knob {name} (known: {})",
@@ -227,6 +247,10 @@ impl Tuning {
             self.l2_prefetch.to_string(),
             self.gemm_min_rows.to_string(),
             b(self.split_in_place),
+            match self.prefill_att {
+                PrefillAtt::Mma => "mma".to_string(),
+                PrefillAtt::Simt => "simt".to_string(),
+            },
         ];
         KNOBS.into_iter().zip(values).collect()
     }

@@ -35,6 +35,7 @@ fn attention_variants() -> Vec<KernelRef> {
             for gm in attention::INSTANCES.1 {
                 out.push(attention::kernel(dtype, d, gm, 4).expect("float dtype"));
                 out.push(attention::prefill_kernel(dtype, d, gm).expect("float dtype"));
+                out.extend(attention::prefill_kernel_mma(dtype, d, gm));
             }
         }
     }
@@ -186,16 +187,18 @@ fn ptxas_report() {
     let pa = kernel_source("attention_prefill.cu").expect("embedded");
     for dtype in [DType::BF16, DType::F32] {
         for d in [16, 64, 128, 256] {
-            let k = attention::prefill_kernel(dtype, d, 2).expect("float dtype");
-            let mut opts: Vec<String> = k
-                .defines
-                .iter()
-                .map(|(a, b)| format!("-D{a}={b}"))
-                .collect();
-            opts.push("--ptxas-options=-v".into());
-            let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
-            let (_, log) = compiler.compile_with_log(pa, &opts).expect("compiles");
-            eprintln!("== {}\n{log}", k.name);
+            let simt = attention::prefill_kernel(dtype, d, 2).expect("float dtype");
+            for k in std::iter::once(simt).chain(attention::prefill_kernel_mma(dtype, d, 2)) {
+                let mut opts: Vec<String> = k
+                    .defines
+                    .iter()
+                    .map(|(a, b)| format!("-D{a}={b}"))
+                    .collect();
+                opts.push("--ptxas-options=-v".into());
+                let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+                let (_, log) = compiler.compile_with_log(pa, &opts).expect("compiles");
+                eprintln!("== {}\n{log}", k.name);
+            }
         }
     }
 }

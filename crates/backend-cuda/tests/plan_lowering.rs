@@ -578,7 +578,7 @@ fn prefill_attention_appends_the_chunk_then_attends_causally() {
         [
             "norm_rope_f32",
             "kv_append_bf16",
-            "attention_prefill_bf16_d128_g2"
+            "attention_prefill_mma_bf16_d128_g2"
         ]
     );
     let Params::NormRope(nr) = p.launches[0].params else {
@@ -604,8 +604,20 @@ fn prefill_attention_appends_the_chunk_then_attends_causally() {
     // 64 query rows per block: 32 tokens of a KV head's 2 query heads; 4 tiles for 100 tokens.
     assert_eq!(l.grid, (4, 8, 1));
     assert_eq!(l.block.0, 128);
+    // The tensor-core kernel keeps its tiles in static shared memory.
+    assert_eq!(l.smem, 0);
+    let simt = plan(
+        &prefill_attention(100),
+        Tuning {
+            prefill_att: braid_backend_cuda::tuning::PrefillAtt::Simt,
+            ..Tuning::default()
+        },
+    );
+    let ls = &simt.launches[2];
+    assert_eq!(ls.kernel.name, "attention_prefill_bf16_d128_g2");
+    assert_eq!(ls.grid, (4, 8, 1));
     assert_eq!(
-        l.smem,
+        ls.smem,
         braid_backend_cuda::params::prefill_attention_smem(128)
     );
     assert_eq!(
@@ -633,7 +645,7 @@ fn prefill_attention_appends_the_chunk_then_attends_causally() {
             "copy2d_u32",
             "norm_rope_f32",
             "kv_append_bf16",
-            "attention_prefill_bf16_d128_g2"
+            "attention_prefill_mma_bf16_d128_g2"
         ]
     );
 }

@@ -244,7 +244,7 @@ fn graph_and_plan_print_the_prefill_step() {
     let (ok, out, err) = braid(&["plan", "--prefill", "64"]);
     assert!(ok, "{err}");
     assert!(out.contains("cublas_gemm_bf16 64x128x64"), "{out}");
-    assert!(out.contains("attention_prefill_bf16_d16_g2"), "{out}");
+    assert!(out.contains("attention_prefill_mma_bf16_d16_g2"), "{out}");
     let (ok, _, err) = braid(&["graph", "--prefill", "0"]);
     assert!(!ok && err.contains("--prefill"), "{err}");
 }

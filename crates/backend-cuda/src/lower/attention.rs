@@ -7,7 +7,9 @@
 //! `attention` over `T` tokens (`q [T, h, d]`, a prefill chunk) is two launches instead
 //! (`lower_prefill`): `kv_append_{cache dtype}` (`kernels/prefill.cu`) stores the chunk's `T`
 //! k/v rows at `position ..`, then `attention_prefill_{cache dtype}_d{head_dim}_g{group}`
-//! (`kernels/attention_prefill.cu`) runs the causal attention of the `T` queries over the cache.
+//! (`kernels/attention_prefill.cu`) runs the causal attention of the `T` queries over the cache: on
+//! the tensor cores (`attention_prefill_mma_*`, bf16 / f16 caches, head_dim up to 128, sm_80+,
+//! [`PrefillAtt::Mma`]) or in f32 ([`PrefillAtt::Simt`] and every other case).
 
 use braid_ir::{DType, Op, Value};
 
@@ -20,7 +22,7 @@ use crate::params::{
     PrefillAttentionParams, Ptr, Scratch, PREFILL_ATT_ROWS, PREFILL_ATT_THREADS,
 };
 use crate::plan::PlannedLaunch;
-use crate::tuning::Tuning;
+use crate::tuning::{PrefillAtt, Tuning};
 
 pub use crate::params::ATTENTION_INSTANCES as INSTANCES;
 /// Largest thread-block cluster of attention (the portable maximum on sm_90).
@@ -104,6 +106,21 @@ pub fn prefill_kernel(dtype: DType, d: usize, gm: usize) -> Option<KernelRef> {
             ("PA_GM", gm.to_string()),
         ],
     })
+}
+
+/// The tensor-core prefill attention kernel (`PA_MMA=1`) for a KV cache of `dtype`, head dim `d`
+/// and group instantiation `gm`, or `None` where it does not apply: a cache that is not 16-bit, or a
+/// head dim that is not a multiple of 16 up to 128.
+pub fn prefill_kernel_mma(dtype: DType, d: usize, gm: usize) -> Option<KernelRef> {
+    if !matches!(dtype, DType::BF16 | DType::F16) || !d.is_multiple_of(16) || d > 128 {
+        return None;
+    }
+    let mut k = prefill_kernel(dtype, d, gm)?;
+    k.name = k
+        .name
+        .replacen("attention_prefill_", "attention_prefill_mma_", 1);
+    k.defines.push(("PA_MMA", "1".to_string()));
+    Some(k)
 }
 
 /// The q and k an attention kernel reads: its own operands, or the inputs of the prologue folded
@@ -399,9 +416,19 @@ pub(super) fn lower_prefill(
     kv.absorbed = absorbed;
     out.push(kv);
 
-    let kernel = prefill_kernel(kc.dtype, d, gm)
-        .ok_or_else(|| v.unsupported(n, "the KV cache must be a float tensor"))?;
-    let smem = prefill_attention_smem(d);
+    let mma = (cx.tuning.prefill_att == PrefillAtt::Mma
+        && cx.target.facts.compute_capability.0 >= 8)
+        .then(|| prefill_kernel_mma(kc.dtype, d, gm))
+        .flatten();
+    let (kernel, smem) = match mma {
+        // Static shared memory only (k and v tiles, 36 KB at head_dim 128).
+        Some(k) => (k, 0),
+        None => (
+            prefill_kernel(kc.dtype, d, gm)
+                .ok_or_else(|| v.unsupported(n, "the KV cache must be a float tensor"))?,
+            prefill_attention_smem(d),
+        ),
+    };
     let max_smem = cx.target.facts.smem_per_block_optin;
     if smem > max_smem {
         return Err(v.unsupported(
