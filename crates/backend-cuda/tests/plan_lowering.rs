@@ -656,3 +656,31 @@ fn decode_plans_list_only_the_decode_fusions() {
     assert_eq!(p.fusions.len(), 3);
     assert!(p.fusions.iter().all(|f| f.knob != "BRAID_SPLIT_IN_PLACE=0"));
 }
+
+#[test]
+fn gemms_of_one_input_share_a_prologue_and_others_get_their_own() {
+    let mut w = Weights::new();
+    let mut rng = Rng::new(9);
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", TensorType::new(DType::F32, [32, 64]));
+    let wa = weight(&mut g, &mut w, &mut rng, "wa", DType::BF16, &[64, 64], 0.1);
+    let wb = weight(&mut g, &mut w, &mut rng, "wb", DType::BF16, &[64, 64], 0.1);
+    let a = op(&mut g, Op::MatMul, &[x, wa]);
+    let b = op(&mut g, Op::MatMul, &[x, wb]);
+    // Same shape, another value (perhaps at a reused arena address): a prologue of its own.
+    let s = op(&mut g, Op::Silu, &[b]);
+    let c = op(&mut g, Op::MatMul, &[s, wa]);
+    g.set_results(vec![a, c]);
+    let p = plan(&g, Tuning::default());
+    assert_eq!(
+        kernels(&p),
+        [
+            "gemm_prologue_f32",
+            "cublas_gemm_bf16",
+            "cublas_gemm_bf16",
+            "ew_silu_f32",
+            "gemm_prologue_f32",
+            "cublas_gemm_bf16"
+        ]
+    );
+}

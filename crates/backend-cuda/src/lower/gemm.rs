@@ -9,8 +9,9 @@
 //! When: at least [`Tuning::gemm_min_rows`] rows and a bf16 weight (cuBLAS's tensor-core path takes
 //! bf16 operands; f16 and f32 weights keep the GEMVs). GEMMs of one input with one prologue in a
 //! row (q, k and v projections left apart by the passes) share one prologue launch: a GEMM
-//! without a residual whose prologue equals the last one planned reads the operand that one left
-//! in the scratch slot (no other launch writes it, and `x` cannot change while it is live). The prologue (rms_norm, SwiGLU) is the
+//! without a residual whose prologue (same x value, norm weight, prologue kind, epsilon, shape)
+//! equals the last one planned reads the operand that one left in the scratch slot (no other
+//! launch writes it, and a value's bytes cannot change while it is live). The prologue (rms_norm, SwiGLU) is the
 //! GEMVs' (`kernels/gemv.cu`); the epilogue (residual or a bias broadcast over rows) is cuBLAS's
 //! beta = 1 on the pre-filled output. The bf16 rounding of the activations is the one numerical
 //! difference from the GEMV path (transformers' bf16 forward rounds them too).
@@ -60,7 +61,9 @@ pub(super) fn lower(
     };
     let x_len = if g.pro == 2 { 2 * k } else { k };
     let norm_w = g.norm.as_ref().map_or(Ptr::NULL, |o| o.ptr);
-    let key = (g.x.ptr, norm_w, g.pro, g.eps.to_bits(), m, k);
+    // x is operand 0 of every matmul-family op; keyed by value (an arena address is reused).
+    let x_value = cx.view.g.inputs(n.node)[0];
+    let key = (x_value, norm_w, g.pro, g.eps.to_bits(), m, k);
     let shape = format!("{m}x{rows}x{k}");
     if g.resid.is_some() || cx.gemm_operand != Some(key) {
         out.push(prologue_launch(cx, n, g, xb, y, resid_rows, x_len)?);

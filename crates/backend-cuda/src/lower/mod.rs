@@ -192,9 +192,10 @@ pub(crate) struct Cx<'a> {
     rope: Vec<((Rotary, usize), Vec<f32>)>,
     token_limit: Option<usize>,
     max_context: Option<usize>,
-    /// What the GEMM operand scratch holds: the prologue (x, norm weight, `pro`, eps bits, m, k)
-    /// of the last GEMM prologue planned ([`gemm`] reuses it).
-    pub(crate) gemm_operand: Option<(Ptr, Ptr, i32, u32, usize, usize)>,
+    /// What the GEMM operand scratch holds: the prologue (the x value, norm weight, `pro`, eps
+    /// bits, m, k) of the last GEMM prologue planned ([`gemm`] reuses it). The x is a graph value,
+    /// not an address: arena bytes are reused by later values.
+    pub(crate) gemm_operand: Option<(Value, Ptr, i32, u32, usize, usize)>,
 }
 
 impl Cx<'_> {
