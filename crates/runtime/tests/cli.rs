@@ -270,3 +270,23 @@ fn generate_prefills_batched_or_token_by_token_alike() {
     };
     assert_eq!(run("batched"), run("token"));
 }
+
+#[test]
+fn an_empty_prompt_is_a_clear_error_in_both_prefill_modes() {
+    for mode in ["batched", "token"] {
+        let (ok, out, err) = braid(&[
+            "generate",
+            "--device",
+            "cpu",
+            "--prompt",
+            "",
+            "--max-tokens",
+            "2",
+            "--prefill",
+            mode,
+        ]);
+        assert!(!ok, "accepted: {out}");
+        assert!(err.contains("the prompt is empty"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
