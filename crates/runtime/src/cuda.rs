@@ -86,8 +86,12 @@ impl<'m> CudaBackend<'m> {
         let g = steps
             .graph(tokens, all_logits)
             .map_err(|e| cuda_msg(format!("lowering the {tokens}-token prefill step: {e:#}")))?;
-        CudaExecutor::new_sharing(&self.dev, &g, self.weights, &self.exec, self.opts)
-            .map_err(|e| cuda_msg(format!("setting up the {tokens}-token prefill step: {e}")))
+        CudaExecutor::new_sharing(&self.dev, &g, self.weights, &self.exec, self.opts).map_err(|e| {
+            cuda_msg(format!(
+                "setting up the {tokens}-token prefill step: {e} (--prefill token prefills \
+                 through the decode step instead)"
+            ))
+        })
     }
 
     /// The prefill executor of chunks of `tokens`, built on first use.
