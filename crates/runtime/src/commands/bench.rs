@@ -56,6 +56,7 @@ fn bench_cpu(model: &LoadedModel, args: &BenchArgs) -> Result<()> {
     let mut backend = pipeline::open_backend(model, &req)?;
     let prompt = bench_prompt(args.prompt_len, model.config.vocab_size);
     backend.reset()?;
+    backend.warm_prefill(prompt.len())?;
     let started = Instant::now();
     let mut tok = backend.prefill(&prompt, 0, false)?.next_token;
     let prefill_ms = started.elapsed().as_secs_f64() * 1e3;
