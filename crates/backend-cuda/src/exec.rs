@@ -1320,6 +1320,85 @@ mod tests {
         assert_eq!(host_argmax(&[]), None);
     }
 
+    /// `x [rows, 64]` through rms_norm + a packed q/k matmul, then an o matmul, with the weight
+    /// leaves declared in the order `order` (another graph of the same model may place its
+    /// constants elsewhere); `wo_rows` changes o's shape.
+    fn model_graph(rows: usize, order: &[&str], wo_rows: usize) -> Graph {
+        use braid_ir::{Op, Value};
+        let mut g = Graph::new();
+        let leaf = |g: &mut Graph, name: &str| -> Value {
+            let shape = match name {
+                "ln" => vec![64],
+                "wq" | "wk" => vec![32, 64],
+                _ => vec![wo_rows, 64],
+            };
+            let op = Op::Weight {
+                name: name.into(),
+                ty: TensorType::new(DType::BF16, shape),
+            };
+            g.add1(op, &[]).expect("weight")
+        };
+        let mut w = HashMap::new();
+        for name in order {
+            w.insert(*name, leaf(&mut g, name));
+        }
+        let x = g
+            .add1(
+                Op::Input {
+                    name: "x".into(),
+                    ty: TensorType::new(DType::F32, [rows, 64]),
+                },
+                &[],
+            )
+            .expect("x");
+        let cat = g
+            .add1(Op::Concat { axis: 0 }, &[w["wq"], w["wk"]])
+            .expect("concat");
+        let y = g
+            .add1(Op::FusedRmsNormMatmul { eps: 1e-6 }, &[x, w["ln"], cat])
+            .expect("qk");
+        let o = g.add1(Op::MatMul, &[y, w["wo"]]).expect("o");
+        g.set_results(vec![o]);
+        g
+    }
+
+    fn entries(g: &Graph) -> Vec<ConstEntry> {
+        let mem = crate::plan::MemoryPlan::new(g, crate::lower::operand_form).expect("plan");
+        const_keys(g, &mem).expect("keys")
+    }
+
+    #[test]
+    fn a_step_of_the_same_model_maps_onto_the_other_steps_weights() {
+        let decode = entries(&model_graph(1, &["ln", "wq", "wk", "wo"], 64));
+        let prefill = entries(&model_graph(16, &["wo", "wk", "wq", "ln"], 64));
+        let map = weight_map(&prefill, &decode).expect("every constant is shared");
+        assert_eq!(map.len(), prefill.len());
+        // Each constant lands on the decode step's copy of the same constant.
+        for c in &prefill {
+            let there = decode
+                .iter()
+                .find(|d| d.key == c.key && d.form == c.form)
+                .expect("same key");
+            let bases = Bases {
+                arena: 0,
+                io: 0,
+                kv: 0,
+                weights: 0x1000_0000,
+                scratch: 0,
+                weight_map: Some(map.clone()),
+            };
+            assert_eq!(bases.weight_offset(c.offset), there.offset, "{}", c.key);
+            assert_eq!(
+                bases.weight_offset(c.offset + c.bytes - 2),
+                there.offset + c.bytes - 2
+            );
+        }
+        assert!(prefill.iter().any(|c| c.key.starts_with("Concat")));
+        // A different weight shape is another model: nothing is shared.
+        let other = entries(&model_graph(16, &["ln", "wq", "wk", "wo"], 32));
+        assert!(weight_map(&other, &decode).is_none());
+    }
+
     #[test]
     fn default_options_replay_a_graph_with_pdl() {
         let o = ExecOptions::default();
