@@ -1,5 +1,6 @@
 // Bandwidth probes for the roofline: fill a buffer with a non-zero pattern, then read it once with
-// 16-byte loads (the same access a GEMV makes to its weights).
+// 16-byte loads (the same access a GEMV makes to its weights). And bf16 operands for the GEMM-rate
+// probe (crates/backend-cuda/src/bench.rs `measure_gemm_rate`).
 
 #include "common.cuh"
 
@@ -36,4 +37,20 @@ extern "C" __global__ void bench_read(const BenchReadParams prm) {
         acc ^= a.x ^ a.y ^ a.z ^ a.w;
     }
     if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
+// p[i] (bf16, i < n) = a hash of (i, seed) mapped to [-1, 1): operands for the GEMM-rate probe
+// (real values, never zeros, NaN or infinity).
+extern "C" __global__ void bench_fill_bf16(const BenchFillParams prm) {
+    u16* __restrict__ p = (u16*)prm.p;
+    const unsigned long long n = prm.n;
+    const u32 seed = prm.seed;
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        u32 h = (u32)i * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        p[i] = f32_to_bf16((float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
+    }
 }

@@ -5,7 +5,10 @@
 //   w f32 [d]. One warp per row, 8 warps per block.
 // norm_rope_f32: optional rms_norm then optional rotary embedding (HF apply_rotary_pos_emb, default
 //   rope type, rotate-half layout) of up to two tensors in one launch: rows [0, rows1) of x1 and rows
-//   [0, rows2) of x2, both [rows, d] with d even. Serves `rope` (one tensor, no norm) and
+//   [0, rows2) of x2, both [rows, d] with d even. Row r is head r % heads of token r / heads (read at
+//   x + (r / heads) * ld + (r % heads) * d, so a strided view of a wider tensor works too), rotated at
+//   position pos + r / heads: one token for a decode step (heads = rows), T tokens at consecutive
+//   positions for a prefill chunk [T, heads, d]. Serves `rope` (one tensor, no norm) and
 //   `fused_qk_norm_rope` (q and k, both normed). The frequencies inv_freq_i = 1 / theta^(2i/d) come as
 //   a table [d/2] computed on the host in f32 as HF (and braid_ir::interp) compute them; angle =
 //   pos * inv_freq_i in f32. The position is read from device memory.
@@ -70,11 +73,13 @@ extern "C" __global__ void norm_rope_f32(const NormRopeParams p) {
     const int d = p.d;
     const float at = p.do_rope ? (float)max(*p.pos, 0) : 0.0f;
     if (row < p.rows1) {
-        norm_rope_row(p.x1 + (size_t)row * d, p.w1, p.out1 + (size_t)row * d, d, p.eps, p.do_norm, p.do_rope, at,
-                      p.inv_freq);
+        const int tok = row / p.heads1, head = row % p.heads1;
+        norm_rope_row(p.x1 + (size_t)tok * p.ld1 + (size_t)head * d, p.w1, p.out1 + (size_t)row * d, d, p.eps,
+                      p.do_norm, p.do_rope, at + (float)tok, p.inv_freq);
     } else if (row < p.rows1 + p.rows2) {
         const int r = row - p.rows1;
-        norm_rope_row(p.x2 + (size_t)r * d, p.w2, p.out2 + (size_t)r * d, d, p.eps, p.do_norm, p.do_rope, at,
-                      p.inv_freq);
+        const int tok = r / p.heads2, head = r % p.heads2;
+        norm_rope_row(p.x2 + (size_t)tok * p.ld2 + (size_t)head * d, p.w2, p.out2 + (size_t)r * d, d, p.eps,
+                      p.do_norm, p.do_rope, at + (float)tok, p.inv_freq);
     }
 }

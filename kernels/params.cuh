@@ -94,6 +94,10 @@ struct NormRopeParams {
     float eps;
     int do_norm;
     int do_rope;
+    int heads1;                // rows (heads) per token of x1: row r is token r / heads1
+    int heads2;                // rows per token of x2
+    int ld1;                   // f32 elements from one token of x1 to the next (heads1 * d: contiguous)
+    int ld2;
 };
 
 // ---- elementwise.cu ----
@@ -146,7 +150,7 @@ struct ArgmaxParams {
 // ---- bench.cu ----
 struct BenchFillParams {
     unsigned* p;
-    unsigned long long n;      // 4-byte words
+    unsigned long long n;      // elements: 4-byte words (bench_fill_u32) or bf16 (bench_fill_bf16)
     unsigned seed;
     int pad_;
 };
@@ -195,4 +199,53 @@ struct PersistentParams {
     PersistentError* err;
     unsigned ring_bytes;           // shared memory for weight slices; x [max k] f32 follows it
     unsigned flags;                // PST_NO_DEPS: ignore waits (streaming-only measurement)
+};
+
+// ---- prefill.cu ----
+struct GemmPrologueParams {
+    const float* x;            // x [m, k] ([m, 2k] for pro 2)
+    const float* norm_w;       // pro 1: rms_norm weight [k]; else null
+    const float* resid;        // nullable: residual [m, n], or [n] (resid_rows 1) for every row
+    void* xb;                  // out: bf16(prologue(x)) [m, k]
+    float* c;                  // with resid: the GEMM output [m, n], written with the residual
+    int m;
+    int k;
+    int n;
+    int pro;                   // prologue: 0 x as is, 1 rms_norm, 2 SwiGLU of x [m, 2k]
+    float eps;
+    int resid_rows;            // rows of resid: m, or 1 (a broadcast bias)
+};
+
+struct KvAppendParams {
+    const float* k;            // k [t, row], token i at k + i * k_ld
+    const float* v;            // v [t, row], token i at v + i * v_ld
+    void* kc;                  // k cache [max_ctx, row] in the cache dtype
+    void* vc;                  // v cache
+    const int* pos;            // the first token's position, i32[1]
+    int t;
+    int row;                   // kv_heads * head_dim
+    int k_ld;
+    int v_ld;
+    int max_ctx;
+    int pad_;
+};
+
+// ---- attention_prefill.cu ----
+// Query rows (tokens x heads of one KV head) per block, keys per shared-memory tile, threads.
+#define PA_ROWS 64
+#define PA_KEYS 32
+#define PA_THREADS 128
+
+struct PrefillAttentionParams {
+    const float* q;            // q [t, h, D], token i at q + i * q_ld
+    const void* kc;            // k cache [max_ctx, kvh, D] (this chunk's rows already appended)
+    const void* vc;            // v cache
+    const int* pos;            // the first token's position, i32[1]
+    float* out;                // out [t, h, D]
+    int t;
+    int h;
+    int kvh;
+    int max_ctx;
+    int q_ld;
+    float scale;               // softmax scale (HF: head_dim^-0.5)
 };

@@ -18,10 +18,7 @@ fn config(name: &str) -> Qwen3Config {
 /// The fused decode step of `c` with weights declared bf16 (as `braid graph` on a config
 /// directory) and a small KV cache.
 fn fused(c: &Qwen3Config, passes: &str) -> Graph {
-    let opts = LowerOptions {
-        max_context: 64,
-        kv_dtype: DType::BF16,
-    };
+    let opts = LowerOptions::decode(64, DType::BF16);
     let mut g = lower_decode_step(c, WeightTypes::Declared(DType::BF16), opts).expect("lower");
     run_passes(&mut g, passes, &[], &mut |_, _| {}).expect("passes");
     g

@@ -9,8 +9,9 @@
 use braid_backend_cuda::lower::lower;
 use braid_backend_cuda::{Plan, Target, Tuning};
 use braid_ir::DType;
+use braid_runtime::decoder::LowerOptions;
 use braid_runtime::load::LoadedModel;
-use braid_runtime::pipeline::fused_graph;
+use braid_runtime::pipeline::{fused_graph, fused_step_graph};
 
 fn plan(model: &str, tuning: &Tuning) -> Plan {
     let model = LoadedModel::load(model).expect("model");
@@ -106,4 +107,37 @@ fn llama_3_2_1b_plan_from_its_config() {
 #[test]
 fn qwen2_5_0_5b_plan_from_its_config() {
     insta::assert_snapshot!(plan(&model_dir("qwen2.5-0.5b"), &Tuning::default()).text(false));
+}
+
+fn prefill_plan(model: &str, tokens: usize, tuning: &Tuning) -> Plan {
+    let model = LoadedModel::load(model).expect("model");
+    let opts = LowerOptions::decode(1024, DType::BF16).with_tokens(tokens, false);
+    let g = fused_step_graph(&model, "default", opts).expect("fused prefill graph");
+    lower(&g, &Target::h200(), tuning).expect("plan")
+}
+
+#[test]
+fn tiny_model_prefill_plan() {
+    let p = prefill_plan("tiny", 64, &Tuning::default());
+    // Per layer: qkv (prologue + GEMM), q/k norm + rope (the split read in place), KV append,
+    // attention, o_proj, gate/up, down (prologue + GEMM each); embedding and the LM head GEMV.
+    assert_eq!(p.launches.len(), 2 * 11 + 2);
+    assert_eq!(p.gemm_count(), 2 * 4);
+    insta::assert_snapshot!(p.text(false));
+}
+
+#[test]
+fn qwen3_0_6b_prefill_plan_from_its_config() {
+    let p = prefill_plan(&qwen3_0_6b(), 512, &Tuning::default());
+    // Per layer the passes keep q, k and v apart (for T > 1 the packed split is a copy to them):
+    // 3 GEMMs behind one shared prologue, norm + rope, KV append, attention, 3 x (prologue +
+    // GEMM).
+    assert_eq!(p.launches.len(), 28 * 13 + 2);
+    let prologues = p
+        .launches
+        .iter()
+        .filter(|l| l.kernel.name == "gemm_prologue_f32")
+        .count();
+    assert_eq!(prologues, 28 * 4);
+    insta::assert_snapshot!(p.text(false));
 }

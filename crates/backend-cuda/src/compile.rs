@@ -73,6 +73,14 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         file: "persistent.cu",
         text: include_str!("../../../kernels/persistent.cu"),
     },
+    KernelSource {
+        file: "prefill.cu",
+        text: include_str!("../../../kernels/prefill.cu"),
+    },
+    KernelSource {
+        file: "attention_prefill.cu",
+        text: include_str!("../../../kernels/attention_prefill.cu"),
+    },
 ];
 
 /// The kernel source called `file` (e.g. `gemv.cu`).

@@ -10,6 +10,7 @@ use cudarc::driver::{result, sys, CudaContext, CudaFunction, CudaModule, CudaStr
 use crate::compile::{kernel_source, Compiler};
 use crate::error::{CudaError, DriverContext};
 use crate::facts::{DeviceFacts, KernelRef, Occupancy, Target};
+use crate::params::GemmParams;
 
 /// A device pointer (`CUdeviceptr`).
 pub type DevPtr = u64;
@@ -29,6 +30,8 @@ pub(crate) struct DeviceInner {
     sm_count: u32,
     compiler: Mutex<Option<Arc<Compiler>>>,
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
+    /// The cuBLAS handle of this device, created on the first GEMM.
+    cublas: Mutex<Option<Arc<Cublas>>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -89,6 +92,7 @@ impl CudaDevice {
                 sm_count,
                 compiler: Mutex::new(None),
                 modules: Mutex::new(HashMap::new()),
+                cublas: Mutex::new(None),
             }),
         })
     }
@@ -270,6 +274,25 @@ impl CudaDevice {
             .ctx(|| format!("looking up kernel `{name}` in kernels/{file}"))
     }
 
+    /// The device's cuBLAS handle (created on first use), bound to the device's stream with a
+    /// workspace of its own, so GEMMs can be captured in CUDA graphs.
+    ///
+    /// Errors: [`CudaError::CublasUnavailable`] when libcublas (and the libcublasLt it needs) cannot
+    /// be loaded; [`CudaError::Cublas`] when cuBLAS fails to initialise.
+    pub(crate) fn cublas(&self) -> Result<Arc<Cublas>, CudaError> {
+        let mut slot = self
+            .inner
+            .cublas
+            .lock()
+            .map_err(|_| poisoned("cuBLAS handle"))?;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Cublas::new(self)?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
     fn compiler(&self) -> Result<Arc<Compiler>, CudaError> {
         let mut slot = self
             .inner
@@ -334,6 +357,131 @@ impl Occupancy for CudaDevice {
             .occupancy_max_active_blocks_per_multiprocessor(threads, dyn_smem as usize, None)
             .ctx(|| format!("querying the occupancy of kernel `{kernel}`"))?
             .max(1) as usize)
+    }
+}
+
+/// A cuBLAS handle on one device's stream, with the workspace it runs in (cuBLAS must not allocate
+/// while a CUDA graph is being captured). GEMMs are enqueued through [`Cublas::gemm`].
+pub(crate) struct Cublas {
+    handle: Mutex<CublasHandle>,
+    _workspace: DevBuf,
+    ctx: Arc<CudaContext>,
+}
+
+/// The raw handle. cuBLAS handles may move between threads; the mutex keeps calls one at a time.
+struct CublasHandle(cudarc::cublas::sys::cublasHandle_t);
+
+// SAFETY: a cuBLAS handle is not tied to the thread that created it (cuBLAS docs, "Thread
+// Safety"); every use goes through the `Mutex` in `Cublas`, so it is never used concurrently.
+unsafe impl Send for CublasHandle {}
+
+/// Bytes of the cuBLAS workspace (cuBLAS's own default on Hopper is 32 MiB).
+const CUBLAS_WORKSPACE: usize = 32 << 20;
+
+impl Cublas {
+    fn new(dev: &CudaDevice) -> Result<Self, CudaError> {
+        use cudarc::cublas::{result as cr, sys as cs};
+        // SAFETY: only tries to dlopen the library; no cuBLAS function is called.
+        if !unsafe { cs::is_culib_present() } {
+            return Err(CudaError::CublasUnavailable(format!(
+                "libcublas (and the libcublasLt it loads) could not be loaded (searched {:?}); put \
+                 the CUDA toolkit's lib64 (e.g. /usr/local/cuda/lib64) on LD_LIBRARY_PATH",
+                cudarc::get_lib_name_candidates("cublas")
+            )));
+        }
+        dev.bind()?;
+        let fail = |what: &str, e: cr::CublasError| CudaError::Cublas {
+            what: what.to_string(),
+            status: format!("{e}"),
+        };
+        let handle = cr::create_handle().map_err(|e| fail("creating a cuBLAS handle", e))?;
+        let workspace = dev.alloc_zeroed(CUBLAS_WORKSPACE, "the cuBLAS workspace");
+        let set = |workspace: &DevBuf| -> Result<(), CudaError> {
+            // SAFETY: `handle` is live; the stream belongs to this device's context and outlives
+            // the handle (both are owned by the device); the workspace is a live allocation of
+            // `len` bytes kept as long as the handle. cublasSetStream resets the workspace, so
+            // the workspace is set after it.
+            unsafe {
+                cr::set_stream(handle, dev.cu_stream() as cs::cudaStream_t)
+                    .map_err(|e| fail("binding cuBLAS to the device's stream", e))?;
+                cs::cublasSetWorkspace_v2(
+                    handle,
+                    workspace.ptr as *mut std::ffi::c_void,
+                    workspace.len,
+                )
+                .result()
+                .map_err(|e| fail("giving cuBLAS its workspace", e))
+            }
+        };
+        let ready = workspace.and_then(|w| set(&w).map(|_| w));
+        match ready {
+            Ok(w) => Ok(Cublas {
+                handle: Mutex::new(CublasHandle(handle)),
+                _workspace: w,
+                ctx: dev.inner.ctx.clone(),
+            }),
+            Err(e) => {
+                // SAFETY: the handle was created above and is destroyed once, here.
+                let _ = unsafe { cr::destroy_handle(handle) };
+                Err(e)
+            }
+        }
+    }
+
+    /// Enqueues `c [m, n] = b [m, k] · aᵀ + beta · c` ([`GemmParams`], row-major, every pointer a
+    /// device address) on the device's stream. Row-major `C = B · Aᵀ` is column-major
+    /// `Cᵀ (n x m) = op(A) · Bᵀ` with `A` read transposed: `cublasGemmEx(T, N, n, m, k, A, lda = k,
+    /// B, ldb = k, C, ldc = n)`, bf16 operands, f32 output, `CUBLAS_COMPUTE_32F`.
+    ///
+    /// The caller has bound the device's context to this thread. Errors: [`CudaError::Cublas`]
+    /// naming `what` (the node and the GEMM shape).
+    pub(crate) fn gemm(&self, p: &GemmParams, what: &dyn Fn() -> String) -> Result<(), CudaError> {
+        use cudarc::cublas::sys as cs;
+        use std::ffi::c_void;
+        let h = self.handle.lock().map_err(|_| poisoned("cuBLAS handle"))?;
+        let (alpha, beta) = (1.0f32, p.beta);
+        // SAFETY: the handle is live and used by this thread alone (the mutex); `a`, `b` and `c`
+        // are device addresses of buffers the caller's executor owns, sized by the plan for
+        // `[n, k]` bf16, `[m, k]` bf16 and `[m, n]` f32; alpha and beta are host scalars read
+        // during the call (host pointer mode).
+        unsafe {
+            cs::cublasGemmEx(
+                h.0,
+                cs::cublasOperation_t::CUBLAS_OP_T,
+                cs::cublasOperation_t::CUBLAS_OP_N,
+                p.n,
+                p.m,
+                p.k,
+                &alpha as *const f32 as *const c_void,
+                p.a.raw() as *const c_void,
+                cs::cudaDataType::CUDA_R_16BF,
+                p.k,
+                p.b.raw() as *const c_void,
+                cs::cudaDataType::CUDA_R_16BF,
+                p.k,
+                &beta as *const f32 as *const c_void,
+                p.c.raw() as *mut c_void,
+                cs::cudaDataType::CUDA_R_32F,
+                p.n,
+                cs::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cs::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .result()
+        .map_err(|e| CudaError::Cublas {
+            what: what(),
+            status: format!("{e}"),
+        })
+    }
+}
+
+impl Drop for Cublas {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        if let Ok(h) = self.handle.lock() {
+            // SAFETY: the handle was created by `Cublas::new` and is destroyed once, here.
+            let _ = unsafe { cudarc::cublas::result::destroy_handle(h.0) };
+        }
     }
 }
 

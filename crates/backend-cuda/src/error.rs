@@ -30,6 +30,12 @@ pub enum CudaError {
         header: String,
         include_dir: String,
     },
+    /// libcublas could not be loaded (prefill GEMMs need it).
+    #[error("cuBLAS is not available: {0}")]
+    CublasUnavailable(String),
+    /// A cuBLAS call failed; `what` names the node and the GEMM shape.
+    #[error("cuBLAS error while {what}: {status}")]
+    Cublas { what: String, status: String },
     /// A CUDA driver call failed; `what` says what the backend was doing (kernel, op, tensor).
     #[error("CUDA driver error while {what}: {source}")]
     Driver {

@@ -8,6 +8,7 @@
 //! stream synchronisation, and no host code runs between two kernels.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use braid_ir::{DType, Graph, Tensor, TensorType, WeightSource};
 use cudarc::driver::{result, sys, CudaGraph};
@@ -66,21 +67,110 @@ struct Bases {
     kv: DevPtr,
     weights: DevPtr,
     scratch: DevPtr,
+    /// When the weights buffer is another executor's: `(start, bytes, start there)` of each of
+    /// this plan's constants, sorted by start.
+    weight_map: Option<Vec<(usize, usize, usize)>>,
 }
 
 impl Bases {
     /// The device address of `offset` bytes into `region` (a scratch slot's offset comes from the
-    /// plan's scratch layout).
+    /// plan's scratch layout; a weights offset is moved to the shared buffer's layout).
     fn resolve(&self, plan: &Plan, region: Region, offset: usize) -> DevPtr {
-        let base = match region {
-            Region::Arena => self.arena,
-            Region::Io => self.io,
-            Region::Kv => self.kv,
-            Region::Weights => self.weights,
-            Region::Scratch(s) => self.scratch + plan.scratch.offset(s).unwrap_or(0) as u64,
+        let (base, offset) = match region {
+            Region::Arena => (self.arena, offset),
+            Region::Io => (self.io, offset),
+            Region::Kv => (self.kv, offset),
+            Region::Weights => (self.weights, self.weight_offset(offset)),
+            Region::Scratch(s) => (
+                self.scratch + plan.scratch.offset(s).unwrap_or(0) as u64,
+                offset,
+            ),
         };
         base + offset as u64
     }
+
+    fn weight_offset(&self, offset: usize) -> usize {
+        let Some(map) = &self.weight_map else {
+            return offset;
+        };
+        let i = map.partition_point(|&(start, _, _)| start <= offset);
+        match i.checked_sub(1).map(|i| map[i]) {
+            Some((start, bytes, there)) if offset < start + bytes.max(1) => there + offset - start,
+            // Not inside a constant (cannot happen for a planned pointer): keep it.
+            _ => offset,
+        }
+    }
+}
+
+/// One constant in an executor's weights buffer, named by what it is made of
+/// ([`const_keys`]), so another graph of the same model can find it.
+#[derive(Clone, Debug)]
+struct ConstEntry {
+    key: String,
+    form: Form,
+    offset: usize,
+    bytes: usize,
+}
+
+/// A key for every constant of `g` that `mem` places, the same in every graph of one model:
+/// `@name: type` for a weight, `op(inputs)#output` for a folded `concat` / `split` / `reshape`.
+fn const_keys(g: &Graph, mem: &crate::plan::MemoryPlan) -> Result<Vec<ConstEntry>, CudaError> {
+    fn key(g: &Graph, v: braid_ir::Value, memo: &mut HashMap<braid_ir::Value, String>) -> String {
+        if let Some(k) = memo.get(&v) {
+            return k.clone();
+        }
+        let k = match g.node(v.node).map(|n| &n.op) {
+            Some(braid_ir::Op::Weight { name, ty }) => format!("@{name}: {ty}"),
+            Some(op) => {
+                let ins: Vec<String> = g
+                    .inputs(v.node)
+                    .into_iter()
+                    .map(|i| key(g, i, memo))
+                    .collect();
+                format!("{op:?}({})#{}", ins.join(", "), v.output)
+            }
+            None => format!("?{}", v.node.index()),
+        };
+        memo.insert(v, k.clone());
+        k
+    }
+    let mut memo = HashMap::new();
+    mem.const_places
+        .iter()
+        .map(|(&(v, form), &offset)| {
+            let ty = g
+                .value_type(v)
+                .map_err(|e| CudaError::Graph(e.to_string()))?;
+            let bytes = match form {
+                Form::Raw => ty.size_bytes(),
+                Form::F32 => ty.numel() * 4,
+            };
+            Ok(ConstEntry {
+                key: key(g, v, &mut memo),
+                form,
+                offset,
+                bytes,
+            })
+        })
+        .collect()
+}
+
+/// The map of [`Bases::weight_map`] when every constant of `mine` is in `theirs` (same key, form
+/// and size), else `None`.
+fn weight_map(mine: &[ConstEntry], theirs: &[ConstEntry]) -> Option<Vec<(usize, usize, usize)>> {
+    let index: HashMap<(&str, Form), &ConstEntry> = theirs
+        .iter()
+        .map(|c| ((c.key.as_str(), c.form), c))
+        .collect();
+    let mut map = mine
+        .iter()
+        .map(|c| {
+            let t = index.get(&(c.key.as_str(), c.form))?;
+            (t.bytes == c.bytes).then_some((c.offset, c.bytes, t.offset))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    map.sort_unstable();
+    Some(map)
 }
 
 /// Runs decode steps of one graph on one device. See the crate docs for the life of a step.
@@ -90,13 +180,20 @@ pub struct CudaExecutor {
     launches: Vec<Launch>,
     _arena: DevBuf,
     io: DevBuf,
-    kv: DevBuf,
-    _weights: DevBuf,
+    /// The KV caches: this executor's, or shared with the executor it was built beside
+    /// ([`CudaExecutor::from_plan_sharing`]).
+    kv: Arc<DevBuf>,
+    /// The constants: this executor's, or shared.
+    weights_buf: Arc<DevBuf>,
+    /// What the constants of this executor's graph are and where they lie in `weights_buf`.
+    consts: Vec<ConstEntry>,
     _scratch: DevBuf,
     /// Pinned staging: the inputs (`plan.memory.io_bytes`), then 16 bytes for the next token.
     host_io: PinnedBuf,
     token_out: usize,
     token_input: Option<usize>,
+    /// Tokens a step takes (the `token` input's length: 1 for a decode step, `T` for prefill).
+    tokens: usize,
     position_input: Option<usize>,
     results: Vec<ResultSlot>,
     logits: Option<usize>,
@@ -147,21 +244,101 @@ impl CudaExecutor {
         weights: &dyn WeightSource,
         opts: ExecOptions,
     ) -> Result<Self, CudaError> {
+        Self::build(dev, g, plan, weights, None, opts)
+    }
+
+    /// An executor for `plan` (lowered from `g`) that shares `other`'s KV caches and, when every
+    /// constant of `g` is one of `other`'s (a step of the same model, e.g. its prefill step beside
+    /// its decode step), `other`'s uploaded weights; otherwise its constants are uploaded from
+    /// `weights`. Both executors then read and write one KV cache: a prefill here is seen by the
+    /// next decode step there. `reset` on either zeroes the shared cache.
+    ///
+    /// Errors: [`CudaError::Graph`] when the KV-cache leaves differ (name, type or order) from
+    /// `other`'s; otherwise as [`CudaExecutor::new`].
+    pub fn from_plan_sharing(
+        dev: &CudaDevice,
+        g: &Graph,
+        plan: Plan,
+        weights: &dyn WeightSource,
+        other: &CudaExecutor,
+        opts: ExecOptions,
+    ) -> Result<Self, CudaError> {
+        Self::build(dev, g, plan, weights, Some(other), opts)
+    }
+
+    /// Lowers `g` for `dev` and builds an executor sharing `other`'s KV caches and weights
+    /// ([`CudaExecutor::from_plan_sharing`]).
+    ///
+    /// Errors: as [`CudaExecutor::from_plan_sharing`].
+    pub fn new_sharing(
+        dev: &CudaDevice,
+        g: &Graph,
+        weights: &dyn WeightSource,
+        other: &CudaExecutor,
+        opts: ExecOptions,
+    ) -> Result<Self, CudaError> {
+        dev.bind()?;
+        let target = dev.target()?;
+        let plan = crate::lower::lower(g, &target, &opts.tuning)?;
+        Self::from_plan_sharing(dev, g, plan, weights, other, opts)
+    }
+
+    fn build(
+        dev: &CudaDevice,
+        g: &Graph,
+        plan: Plan,
+        weights: &dyn WeightSource,
+        share: Option<&CudaExecutor>,
+        opts: ExecOptions,
+    ) -> Result<Self, CudaError> {
         let mem = &plan.memory;
         for slot in &mem.inputs {
-            let scalar_i32 = slot.ty.dtype == DType::I32 && slot.ty.shape == [1];
-            if (slot.name == "token" || slot.name == "position") && !scalar_i32 {
+            let ok = match slot.name.as_str() {
+                "position" => slot.ty.dtype == DType::I32 && slot.ty.shape == [1],
+                "token" => {
+                    slot.ty.dtype == DType::I32 && slot.ty.shape.len() == 1 && slot.ty.numel() > 0
+                }
+                _ => true,
+            };
+            if !ok {
                 return Err(CudaError::Graph(format!(
-                    "input `{}` must be i32[1], got {}",
+                    "input `{}` must be i32[1] (`token` may be i32[T]), got {}",
                     slot.name, slot.ty
                 )));
             }
         }
         dev.bind()?;
+        let consts = const_keys(g, mem)?;
         let arena = dev.alloc_zeroed(mem.arena_bytes, "the activation arena")?;
         let io = dev.alloc_zeroed(mem.io_bytes, "the step inputs")?;
-        let kv = dev.alloc_zeroed(mem.kv_bytes, "the KV caches")?;
-        let weights_buf = dev.alloc_zeroed(mem.weights_bytes, "the weights")?;
+        let kv = match share {
+            Some(o) => {
+                let (mine, theirs) = (&mem.kv, &o.plan.memory.kv);
+                let same = mine.len() == theirs.len()
+                    && mine
+                        .iter()
+                        .zip(theirs)
+                        .all(|(a, b)| a.name == b.name && a.ty == b.ty && a.offset == b.offset);
+                if !same {
+                    let list = |v: &[crate::plan::LeafSlot]| {
+                        v.iter()
+                            .map(|s| format!("@{} {}", s.name, s.ty))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    return Err(CudaError::Graph(format!(
+                        "cannot share KV caches: this graph has [{}], the other [{}]",
+                        list(mine),
+                        list(theirs)
+                    )));
+                }
+                o.kv.clone()
+            }
+            None => Arc::new(dev.alloc_zeroed(mem.kv_bytes, "the KV caches")?),
+        };
+        let shared_weights = share.and_then(|o| {
+            weight_map(&consts, &o.consts).map(|map| (o.weights_buf.clone(), map, o.consts.clone()))
+        });
         let scratch = dev.alloc_zeroed(plan.scratch.bytes, "kernel scratch")?;
         for (slot, table) in &plan.scratch.init {
             let off = plan
@@ -173,14 +350,25 @@ impl CudaExecutor {
             unsafe { result::memcpy_htod_sync(scratch.ptr + off as u64, table) }
                 .ctx(|| format!("uploading scratch slot {slot:?}"))?;
         }
-        let weight_bytes =
-            crate::weights::upload_constants(dev, g, &plan.memory, weights, weights_buf.ptr)?;
+        let (weights_buf, weight_map, weight_bytes, consts) = match shared_weights {
+            Some((buf, map, theirs)) => {
+                let bytes = consts.iter().map(|c| c.bytes).sum();
+                (buf, Some(map), bytes, theirs)
+            }
+            None => {
+                let buf = dev.alloc_zeroed(mem.weights_bytes, "the weights")?;
+                let bytes =
+                    crate::weights::upload_constants(dev, g, &plan.memory, weights, buf.ptr)?;
+                (Arc::new(buf), None, bytes, consts)
+            }
+        };
         let bases = Bases {
             arena: arena.ptr,
             io: io.ptr,
             kv: kv.ptr,
             weights: weights_buf.ptr,
             scratch: scratch.ptr,
+            weight_map,
         };
         let resolve = |r: Region, off: usize| bases.resolve(&plan, r, off);
         let launches = plan
@@ -200,13 +388,18 @@ impl CudaExecutor {
         let input_offset =
             |name: &str| mem.inputs.iter().find(|s| s.name == name).map(|s| s.offset);
         let token_input = input_offset("token");
+        let tokens = mem
+            .inputs
+            .iter()
+            .find(|s| s.name == "token")
+            .map_or(1, |s| s.ty.numel());
         let position_input = input_offset("position");
         let (token_limit, max_context) = (plan.token_limit, plan.max_context);
 
         // The self-feeding decode loop: next token -> token input, position + 1, history.
         let history_len = max_context.unwrap_or(4096) + 1;
         let (advance, history) = match (token_input, next_token) {
-            (Some(t), Some(r)) => {
+            (Some(t), Some(r)) if tokens == 1 => {
                 let history = dev.alloc_zeroed(history_len * 4, "the decode-loop token history")?;
                 // Without a position input, history[0] (never a token slot) counts the positions.
                 let pos = position_input.map_or(history.ptr, |p| io.ptr + p as u64);
@@ -230,11 +423,13 @@ impl CudaExecutor {
             _arena: arena,
             io,
             kv,
-            _weights: weights_buf,
+            weights_buf,
+            consts,
             _scratch: scratch,
             host_io,
             token_out,
             token_input,
+            tokens,
             position_input,
             results,
             logits,
@@ -337,6 +532,58 @@ impl CudaExecutor {
     pub fn step_logits(&mut self, token: u32, position: usize) -> Result<Vec<f32>, CudaError> {
         self.run_step(token, position)?;
         self.read_logits()
+    }
+
+    /// Tokens one step of this graph takes: 1 for a decode step, `T` for a prefill step (the
+    /// `token` input is `i32[T]`).
+    pub fn tokens_per_step(&self) -> usize {
+        self.tokens
+    }
+
+    /// Runs one prefill step: `tokens` (exactly [`CudaExecutor::tokens_per_step`] of them) at
+    /// positions `position ..`, appending their rows to the KV caches, and returns the greedy
+    /// next token after the last of them (the graph's i32 result, 4 bytes back; or the host argmax
+    /// of the last row of the logits for a graph without one). For a one-token graph this is
+    /// [`CudaExecutor::step`].
+    ///
+    /// Errors: [`CudaError::BadArgument`] for a wrong token count, a token outside the embedding
+    /// table or `position + T > max_context`; as [`CudaExecutor::step`] otherwise.
+    pub fn prefill(&mut self, tokens: &[u32], position: usize) -> Result<u32, CudaError> {
+        self.stage_tokens(tokens, position)?;
+        self.launch_step()?;
+        if self.next_token.is_some() {
+            return self.last_token();
+        }
+        let logits = self.read_logits()?;
+        let vocab = logits.len() / self.logit_rows().max(1);
+        host_argmax(&logits[logits.len().saturating_sub(vocab)..])
+            .ok_or_else(|| CudaError::Graph("the logits result is empty or all NaN".into()))
+    }
+
+    /// Runs one prefill step as [`CudaExecutor::prefill`] and copies its f32 result back: the
+    /// logits `[rows, vocab]` (one row, or one per token for a graph lowered with every token's
+    /// logits), row-major.
+    ///
+    /// Errors: as [`CudaExecutor::prefill`]; [`CudaError::Graph`] when the graph has no f32 result.
+    pub fn prefill_logits(
+        &mut self,
+        tokens: &[u32],
+        position: usize,
+    ) -> Result<Vec<f32>, CudaError> {
+        self.stage_tokens(tokens, position)?;
+        self.launch_step()?;
+        self.read_logits()
+    }
+
+    /// Rows of the logits result (`[rows, vocab]`): 1, or the token count with every token's
+    /// logits.
+    pub fn logit_rows(&self) -> usize {
+        self.logits.map_or(1, |i| self.results[i].ty.rows())
+    }
+
+    /// Floating-point operations of the step's matmuls ([`Plan::matmul_flops`]).
+    pub fn matmul_flops(&self) -> f64 {
+        self.plan.matmul_flops()
     }
 
     /// Greedy decoding on the device: starting from `token` at `position`, runs `n` steps in which
@@ -474,9 +721,10 @@ impl CudaExecutor {
             }
             if let (Some(p), "position") = (self.max_context, slot.name.as_str()) {
                 let pos = t.ints.first().copied().unwrap_or(-1);
-                if pos < 0 || pos as usize >= p {
+                if pos < 0 || pos as usize + self.tokens > p {
                     return Err(CudaError::BadArgument(format!(
-                        "position {pos} is outside the KV caches (max_context {p})"
+                        "{} token(s) at position {pos} run past the KV caches (max_context {p})",
+                        self.tokens
                     )));
                 }
             }
@@ -533,33 +781,9 @@ impl CudaExecutor {
             }
         }
         self.dev.bind()?;
-        let ctx = self.dev.inner.ctx.clone();
         let n = self.launches.len();
-        let events = (0..=n)
-            .map(|_| ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)))
-            .collect::<Result<Vec<_>, _>>()
-            .ctx(|| "creating timing events".into())?;
-
-        // The timing graph: inputs in, (event, launch)*, event, token out.
-        let stream = self.dev.inner.stream.clone();
-        stream
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-            .ctx(|| "starting the capture of the profiling graph".into())?;
-        let enqueued = (|| -> Result<(), CudaError> {
-            let cu = stream.cu_stream();
-            self.copy_inputs_in(cu)?;
-            for (i, l) in self.launches.iter().enumerate() {
-                record_external(&events[i], cu)?;
-                l.enqueue(cu, false)?;
-            }
-            record_external(&events[n], cu)?;
-            self.copy_token_out(cu)
-        })();
-        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
-        enqueued?;
-        let timing = ended
-            .ctx(|| "ending the capture of the profiling graph".into())?
-            .ok_or_else(|| CudaError::Graph("the profiling graph is empty".into()))?;
+        let events = self.timing_events()?;
+        let timing = self.timing_graph(&events)?;
 
         let mut per_launch = vec![0.0f64; n];
         let mut bytes = vec![0usize; n];
@@ -578,13 +802,7 @@ impl CudaExecutor {
             self.dev.sync("a profiled decode step")?;
             if s > 0 {
                 tokens.push(token);
-                for (i, l) in self.launches.iter().enumerate() {
-                    let ms = events[i]
-                        .elapsed_ms(&events[i + 1])
-                        .ctx(|| format!("reading the time of kernel `{}`", l.kernel))?;
-                    per_launch[i] += ms as f64;
-                    bytes[i] += l.bytes_at(position);
-                }
+                self.add_launch_times(&events, position, &mut per_launch, &mut bytes)?;
             }
             token = self.read_next_token(token);
         }
@@ -595,25 +813,135 @@ impl CudaExecutor {
         self.reset()?;
         for (position, &t) in tokens.iter().enumerate() {
             self.write_step_inputs(t, position)?;
-            start
-                .record(&self.dev.inner.stream)
-                .ctx(|| "recording an event".into())?;
-            if let Some(graph) = &self.graph {
-                graph
-                    .launch()
-                    .ctx(|| "launching the decode-step CUDA graph".into())?;
-            } else {
-                self.enqueue_step(self.opts.pdl, false)?;
-            }
-            end.record(&self.dev.inner.stream)
-                .ctx(|| "recording an event".into())?;
-            self.dev.sync("a timed decode step")?;
-            step_ms += start
-                .elapsed_ms(end)
-                .ctx(|| "reading the step time".into())? as f64;
+            step_ms += self.time_own_step(start, end)?;
         }
         self.reset()?;
+        Ok(self.profile_of(steps, step_ms, &per_launch, &bytes, steps / 2))
+    }
 
+    /// Profiles the prefill step of `tokens` at `position` (exactly
+    /// [`CudaExecutor::tokens_per_step`] tokens), `reps` times after one untimed run, as
+    /// [`CudaExecutor::profile`] times a decode step: every launch (GEMMs included) alone, then
+    /// the executor's own step. The KV caches' rows `position ..` are rewritten by every run (the
+    /// same values) and left as a prefill leaves them.
+    ///
+    /// Errors: as [`CudaExecutor::prefill`].
+    pub fn profile_prefill(
+        &mut self,
+        tokens: &[u32],
+        position: usize,
+        reps: usize,
+    ) -> Result<Profile, CudaError> {
+        let reps = reps.max(1);
+        self.stage_tokens(tokens, position)?;
+        self.dev.bind()?;
+        let n = self.launches.len();
+        let events = self.timing_events()?;
+        let timing = self.timing_graph(&events)?;
+        let mut per_launch = vec![0.0f64; n];
+        let mut bytes = vec![0usize; n];
+        for r in 0..=reps {
+            timing
+                .launch()
+                .ctx(|| "launching the profiling graph".into())?;
+            self.dev.sync("a profiled prefill step")?;
+            if r > 0 {
+                self.add_launch_times(&events, position, &mut per_launch, &mut bytes)?;
+            }
+        }
+        let (start, end) = (&events[0], &events[n]);
+        let mut step_ms = 0.0f64;
+        for _ in 0..reps {
+            step_ms += self.time_own_step(start, end)?;
+        }
+        Ok(self.profile_of(reps, step_ms, &per_launch, &bytes, position))
+    }
+
+    /// One timing event per launch boundary (`launches + 1`).
+    fn timing_events(&self) -> Result<Vec<cudarc::driver::CudaEvent>, CudaError> {
+        let ctx = self.dev.inner.ctx.clone();
+        (0..=self.launches.len())
+            .map(|_| ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)))
+            .collect::<Result<Vec<_>, _>>()
+            .ctx(|| "creating timing events".into())
+    }
+
+    /// The timing graph: inputs in, (event, launch)*, event, token out (launched without PDL).
+    fn timing_graph(&self, events: &[cudarc::driver::CudaEvent]) -> Result<CudaGraph, CudaError> {
+        let n = self.launches.len();
+        let stream = self.dev.inner.stream.clone();
+        stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .ctx(|| "starting the capture of the profiling graph".into())?;
+        let enqueued = (|| -> Result<(), CudaError> {
+            let cu = stream.cu_stream();
+            self.copy_inputs_in(cu)?;
+            for (i, l) in self.launches.iter().enumerate() {
+                record_external(&events[i], cu)?;
+                l.enqueue(cu, false)?;
+            }
+            record_external(&events[n], cu)?;
+            self.copy_token_out(cu)
+        })();
+        let ended = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        enqueued?;
+        ended
+            .ctx(|| "ending the capture of the profiling graph".into())?
+            .ok_or_else(|| CudaError::Graph("the profiling graph is empty".into()))
+    }
+
+    /// Adds each launch's time between its two events, and its bytes at `position`.
+    fn add_launch_times(
+        &self,
+        events: &[cudarc::driver::CudaEvent],
+        position: usize,
+        per_launch: &mut [f64],
+        bytes: &mut [usize],
+    ) -> Result<(), CudaError> {
+        for (i, l) in self.launches.iter().enumerate() {
+            let ms = events[i]
+                .elapsed_ms(&events[i + 1])
+                .ctx(|| format!("reading the time of kernel `{}`", l.kernel))?;
+            per_launch[i] += ms as f64;
+            bytes[i] += l.bytes_at(position);
+        }
+        Ok(())
+    }
+
+    /// The time (ms) of one step on the executor's own path with the staged inputs.
+    fn time_own_step(
+        &self,
+        start: &cudarc::driver::CudaEvent,
+        end: &cudarc::driver::CudaEvent,
+    ) -> Result<f64, CudaError> {
+        start
+            .record(&self.dev.inner.stream)
+            .ctx(|| "recording an event".into())?;
+        if let Some(graph) = &self.graph {
+            graph
+                .launch()
+                .ctx(|| "launching the step's CUDA graph".into())?;
+        } else {
+            self.enqueue_step(self.opts.pdl, false)?;
+        }
+        end.record(&self.dev.inner.stream)
+            .ctx(|| "recording an event".into())?;
+        self.dev.sync("a timed step")?;
+        Ok(start
+            .elapsed_ms(end)
+            .ctx(|| "reading the step time".into())? as f64)
+    }
+
+    /// The profile of `steps` timed steps from the summed per-launch times and bytes.
+    fn profile_of(
+        &self,
+        steps: usize,
+        step_ms: f64,
+        per_launch: &[f64],
+        bytes: &[usize],
+        position: usize,
+    ) -> Profile {
+        let n = self.launches.len();
         let mut groups: HashMap<(String, String), (usize, f64, usize)> = HashMap::new();
         for (i, l) in self.launches.iter().enumerate() {
             let kernel = if l.detail.is_empty() {
@@ -653,15 +981,15 @@ impl CudaExecutor {
                 .total_cmp(&(a.us_per_call * a.calls as f64))
                 .then(a.op.cmp(&b.op))
         });
-        Ok(Profile {
+        Profile {
             steps,
             graph: self.graph.is_some(),
             step_us: step_ms * 1e3 / steps as f64,
             kernel_us: total_ms * 1e3 / steps as f64,
             launches: n,
-            bytes_per_step: self.bytes_per_step(steps / 2),
+            bytes_per_step: self.bytes_per_step(position),
             rows,
-        })
+        }
     }
 
     /// The next token the last step wrote to pinned memory, clamped into the embedding table, or
@@ -681,30 +1009,59 @@ impl CudaExecutor {
     // ---- internals ----
 
     fn write_step_inputs(&mut self, token: u32, position: usize) -> Result<(), CudaError> {
+        if self.tokens != 1 {
+            return Err(CudaError::Graph(format!(
+                "step() feeds one token, but this graph's step takes {} (`token` is i32[{}]); use \
+                 prefill()",
+                self.tokens, self.tokens
+            )));
+        }
+        self.stage_tokens(&[token], position)
+    }
+
+    /// Writes `ids` (exactly [`CudaExecutor::tokens_per_step`] of them) and `position` into the
+    /// pinned input staging, after checking them against the embedding table and the caches.
+    fn stage_tokens(&mut self, ids: &[u32], position: usize) -> Result<(), CudaError> {
         let Some(t_off) = self.token_input else {
             return Err(CudaError::Graph(
-                "step() needs the graph input `token` (i32[1]); use run() for other inputs".into(),
+                "step() needs the graph input `token` (i32[T]); use run() for other inputs".into(),
             ));
         };
+        if ids.len() != self.tokens {
+            return Err(CudaError::BadArgument(format!(
+                "this step takes {} tokens, got {}",
+                self.tokens,
+                ids.len()
+            )));
+        }
         if let Some(limit) = self.token_limit {
-            if token as usize >= limit {
+            if let Some(&bad) = ids.iter().find(|&&t| t as usize >= limit) {
                 return Err(CudaError::BadArgument(format!(
-                    "token {token} is outside the embedding table ({limit} rows)"
+                    "token {bad} is outside the embedding table ({limit} rows)"
                 )));
             }
         }
         if let Some(max) = self.max_context {
-            if position >= max {
-                return Err(CudaError::BadArgument(format!(
-                    "position {position} is outside the KV caches (max_context {max})"
-                )));
+            if position + ids.len() > max {
+                return Err(CudaError::BadArgument(if ids.len() == 1 {
+                    format!("position {position} is outside the KV caches (max_context {max})")
+                } else {
+                    format!(
+                        "{} tokens at position {position} run past the KV caches (max_context {max})",
+                        ids.len()
+                    )
+                }));
             }
         }
-        let t = i32::try_from(token)
-            .map_err(|_| CudaError::BadArgument(format!("token {token} does not fit in i32")))?;
         let p = i32::try_from(position).map_err(|_| {
             CudaError::BadArgument(format!("position {position} does not fit in i32"))
         })?;
+        let mut bytes = Vec::with_capacity(4 * ids.len());
+        for &t in ids {
+            let t = i32::try_from(t)
+                .map_err(|_| CudaError::BadArgument(format!("token {t} does not fit in i32")))?;
+            bytes.extend_from_slice(&t.to_le_bytes());
+        }
         let expected = 1 + self.position_input.is_some() as usize;
         if self.plan.memory.inputs.len() != expected {
             let others: Vec<&str> = self
@@ -719,7 +1076,7 @@ impl CudaExecutor {
                 "step() feeds only `token` and `position`, but the graph also has inputs {others:?}; use run()"
             )));
         }
-        self.host_io.write(t_off, &t.to_le_bytes());
+        self.host_io.write(t_off, &bytes);
         if let Some(p_off) = self.position_input {
             self.host_io.write(p_off, &p.to_le_bytes());
         }
@@ -797,9 +1154,12 @@ impl CudaExecutor {
         tail: Option<&Launch>,
     ) -> Result<(), CudaError> {
         let stream = self.dev.cu_stream();
-        for (i, l) in self.launches.iter().chain(tail).enumerate() {
-            // The first kernel follows a copy or another graph, not a kernel: launch it plainly.
-            l.enqueue(stream, pdl && i > 0)?;
+        let mut after_kernel = false;
+        for l in self.launches.iter().chain(tail) {
+            // The first kernel follows a copy or another graph, and a kernel after a cuBLAS GEMM
+            // follows cuBLAS's kernels, not ours: launch those plainly.
+            l.enqueue(stream, pdl && after_kernel)?;
+            after_kernel = !l.is_gemm();
             if sync_each {
                 self.dev
                     .sync(&format!("kernel `{}` of {} = {}", l.kernel, l.node, l.op))?;
@@ -810,6 +1170,7 @@ impl CudaExecutor {
 
     fn capture(&mut self) -> Result<(), CudaError> {
         self.dev.bind()?;
+        self.warm_gemms()?;
         let stream = self.dev.inner.stream.clone();
         stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -824,6 +1185,23 @@ impl CudaExecutor {
             .upload()
             .ctx(|| "uploading the decode-step CUDA graph".into())?;
         self.graph = Some(graph);
+        Ok(())
+    }
+
+    /// Runs every cuBLAS GEMM of the step once, eagerly, so that cuBLAS's first-use work (loading
+    /// its kernels, choosing an algorithm) happens before a capture rather than inside it. The
+    /// GEMMs read weights and the operand scratch and write their arena outputs only: the KV
+    /// caches (perhaps shared with a decode executor in the middle of a sequence) are untouched.
+    fn warm_gemms(&self) -> Result<(), CudaError> {
+        let stream = self.dev.cu_stream();
+        let mut any = false;
+        for l in self.launches.iter().filter(|l| l.is_gemm()) {
+            l.enqueue(stream, false)?;
+            any = true;
+        }
+        if any {
+            self.dev.sync("warming up cuBLAS before the capture")?;
+        }
         Ok(())
     }
 
@@ -958,6 +1336,85 @@ mod tests {
         assert_eq!(host_argmax(&[1.0, 3.0, 3.0, -1.0]), Some(1));
         assert_eq!(host_argmax(&[f32::NAN, -2.0, -1.0]), Some(2));
         assert_eq!(host_argmax(&[]), None);
+    }
+
+    /// `x [rows, 64]` through rms_norm + a packed q/k matmul, then an o matmul, with the weight
+    /// leaves declared in the order `order` (another graph of the same model may place its
+    /// constants elsewhere); `wo_rows` changes o's shape.
+    fn model_graph(rows: usize, order: &[&str], wo_rows: usize) -> Graph {
+        use braid_ir::{Op, Value};
+        let mut g = Graph::new();
+        let leaf = |g: &mut Graph, name: &str| -> Value {
+            let shape = match name {
+                "ln" => vec![64],
+                "wq" | "wk" => vec![32, 64],
+                _ => vec![wo_rows, 64],
+            };
+            let op = Op::Weight {
+                name: name.into(),
+                ty: TensorType::new(DType::BF16, shape),
+            };
+            g.add1(op, &[]).expect("weight")
+        };
+        let mut w = HashMap::new();
+        for name in order {
+            w.insert(*name, leaf(&mut g, name));
+        }
+        let x = g
+            .add1(
+                Op::Input {
+                    name: "x".into(),
+                    ty: TensorType::new(DType::F32, [rows, 64]),
+                },
+                &[],
+            )
+            .expect("x");
+        let cat = g
+            .add1(Op::Concat { axis: 0 }, &[w["wq"], w["wk"]])
+            .expect("concat");
+        let y = g
+            .add1(Op::FusedRmsNormMatmul { eps: 1e-6 }, &[x, w["ln"], cat])
+            .expect("qk");
+        let o = g.add1(Op::MatMul, &[y, w["wo"]]).expect("o");
+        g.set_results(vec![o]);
+        g
+    }
+
+    fn entries(g: &Graph) -> Vec<ConstEntry> {
+        let mem = crate::plan::MemoryPlan::new(g, crate::lower::operand_form).expect("plan");
+        const_keys(g, &mem).expect("keys")
+    }
+
+    #[test]
+    fn a_step_of_the_same_model_maps_onto_the_other_steps_weights() {
+        let decode = entries(&model_graph(1, &["ln", "wq", "wk", "wo"], 64));
+        let prefill = entries(&model_graph(16, &["wo", "wk", "wq", "ln"], 64));
+        let map = weight_map(&prefill, &decode).expect("every constant is shared");
+        assert_eq!(map.len(), prefill.len());
+        // Each constant lands on the decode step's copy of the same constant.
+        for c in &prefill {
+            let there = decode
+                .iter()
+                .find(|d| d.key == c.key && d.form == c.form)
+                .expect("same key");
+            let bases = Bases {
+                arena: 0,
+                io: 0,
+                kv: 0,
+                weights: 0x1000_0000,
+                scratch: 0,
+                weight_map: Some(map.clone()),
+            };
+            assert_eq!(bases.weight_offset(c.offset), there.offset, "{}", c.key);
+            assert_eq!(
+                bases.weight_offset(c.offset + c.bytes - 2),
+                there.offset + c.bytes - 2
+            );
+        }
+        assert!(prefill.iter().any(|c| c.key.starts_with("Concat")));
+        // A different weight shape is another model: nothing is shared.
+        let other = entries(&model_graph(16, &["ln", "wq", "wk", "wo"], 32));
+        assert!(weight_map(&other, &decode).is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One kernel launch bound to an executor's buffers: the compiled kernel, its launch shape and its
-//! parameter struct with device addresses.
+//! parameter struct with device addresses. A plan's cuBLAS GEMM entries bind to the device's
+//! cuBLAS handle instead of a kernel ([`Launch::is_gemm`]).
 //!
 //! Launches are bound once per executor, after every buffer exists, so the same list serves the
 //! eager executor (with CUDA events around each launch) and the CUDA graph capture.
@@ -8,7 +9,9 @@ use std::ffi::c_void;
 
 use cudarc::driver::{sys, CudaFunction};
 
-use crate::device::{CudaDevice, DevPtr};
+use std::sync::Arc;
+
+use crate::device::{Cublas, CudaDevice, DevPtr};
 use crate::error::{CudaError, DriverContext};
 use crate::facts::KernelRef;
 use crate::params::{Params, Region};
@@ -22,9 +25,9 @@ pub struct Launch {
     pub op: &'static str,
     /// The value the launch computes, as printed (`%12`).
     pub node: String,
-    /// The kernel's name, e.g. `gemv_bf16`.
+    /// The kernel's name, e.g. `gemv_bf16` (`cublas_gemm_bf16` for a GEMM).
     pub kernel: String,
-    pub(crate) func: CudaFunction,
+    pub(crate) work: Work,
     /// Grid dimensions (blocks).
     pub grid: (u32, u32, u32),
     /// Block dimensions (threads).
@@ -41,6 +44,13 @@ pub struct Launch {
     pub bytes_per_kv_row: usize,
     /// Shape details for reports, e.g. `4096x1024`.
     pub detail: String,
+}
+
+/// What a launch runs: one of our kernels, or a cuBLAS GEMM.
+#[derive(Clone)]
+pub(crate) enum Work {
+    Kernel(CudaFunction),
+    Gemm(Arc<Cublas>),
 }
 
 impl std::fmt::Debug for Launch {
@@ -68,11 +78,16 @@ impl Launch {
         p: &PlannedLaunch,
         resolve: &dyn Fn(Region, usize) -> DevPtr,
     ) -> Result<Launch, CudaError> {
+        let work = if p.is_gemm() {
+            Work::Gemm(dev.cublas()?)
+        } else {
+            Work::Kernel(dev.function(&p.kernel, p.smem)?)
+        };
         Ok(Launch {
             op: p.op,
             node: p.node.clone(),
             kernel: p.kernel.name.clone(),
-            func: dev.function(&p.kernel, p.smem)?,
+            work,
             grid: p.grid,
             block: p.block,
             smem: p.smem,
@@ -99,7 +114,7 @@ impl Launch {
             op,
             node: "-".into(),
             kernel: kernel.name.clone(),
-            func: dev.function(kernel, 0)?,
+            work: Work::Kernel(dev.function(kernel, 0)?),
             grid,
             block: (block, 1, 1),
             smem: 0,
@@ -116,6 +131,12 @@ impl Launch {
         self.bytes + self.bytes_per_kv_row * (position + 1)
     }
 
+    /// Whether this launch is a cuBLAS GEMM (not one of our kernels; it takes no PDL attribute,
+    /// and the kernel after it waits for it plainly).
+    pub fn is_gemm(&self) -> bool {
+        matches!(self.work, Work::Gemm(_))
+    }
+
     /// Enqueues the launch on `stream`. With `pdl`, the launch carries the programmatic stream
     /// serialization attribute: it may start while the previous kernel finishes, and waits for it at
     /// the kernel's `griddepcontrol.wait` (kernels/common.cuh `pdl_wait`). A launch with `cluster`
@@ -123,6 +144,24 @@ impl Launch {
     ///
     /// The caller has bound the device's context to this thread.
     pub(crate) fn enqueue(&self, stream: sys::CUstream, pdl: bool) -> Result<(), CudaError> {
+        let func = match &self.work {
+            Work::Kernel(f) => f,
+            Work::Gemm(cublas) => {
+                // cuBLAS runs on the device's one stream, the stream every executor enqueues on.
+                let Params::Gemm(g) = &self.params else {
+                    return Err(CudaError::Graph(format!(
+                        "{} = {}: a cuBLAS launch without GEMM parameters",
+                        self.node, self.op
+                    )));
+                };
+                return cublas.gemm(g, &|| {
+                    format!(
+                        "running the GEMM of {} = {} ({}: m {} x n {} x k {}, bf16 x bf16 -> f32)",
+                        self.node, self.op, self.detail, g.m, g.n, g.k
+                    )
+                });
+            }
+        };
         let bytes = self.params.bytes();
         // The kernel has one parameter, its struct: one pointer to the struct's bytes.
         let mut params: [*mut c_void; 1] = [bytes.as_ptr() as *mut c_void];
@@ -168,7 +207,7 @@ impl Launch {
         unsafe {
             sys::cuLaunchKernelEx(
                 &config,
-                self.func.cu_function(),
+                func.cu_function(),
                 params.as_mut_ptr(),
                 std::ptr::null_mut(),
             )

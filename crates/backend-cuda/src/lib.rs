@@ -1,7 +1,7 @@
 //! # braid-backend-cuda
 //!
-//! The CUDA backend of braid: it executes a [`braid_ir::Graph`] decode step on an NVIDIA GPU, fused
-//! or not, by turning every node into kernel launches (NVRTC-compiled `kernels/*.cu`), and replays the
+//! The CUDA backend of braid: it executes a [`braid_ir::Graph`] decode step (or a prefill step over
+//! `T` tokens) on an NVIDIA GPU, fused or not, by turning every node into kernel launches (NVRTC-compiled `kernels/*.cu`), and replays the
 //! whole step as one CUDA graph.
 //!
 //! ```no_run
@@ -49,6 +49,27 @@
 //! - [`CudaExecutor::run`] runs a step on arbitrary inputs and returns every result, with the
 //!   signature of the reference interpreter's `run`: the GPU tests compare the two op by op.
 //!
+//! ## Prefill steps
+//!
+//! A graph whose `token` input is `i32[T]` (the model lowered for `T` prompt tokens) plans and runs
+//! like a decode step, with what `T` rows need:
+//! - matmul-family nodes over at least [`Tuning::gemm_min_rows`] rows with bf16 weights become two
+//!   plan entries ([`lower::gemm`]): `gemm_prologue_f32` (the rms_norm / SwiGLU prologue, written as
+//!   the bf16 operand, and a residual copied into the output) and a cuBLAS GEMM (`cublasGemmEx`, bf16
+//!   operands, f32 output and accumulation, beta = 1 over the residual), printed as
+//!   `cublas_gemm_bf16 MxNxK`. The device holds one cuBLAS handle on its stream, with its own
+//!   workspace, so the GEMMs are captured in the step's CUDA graph; libcublas loads at run time
+//!   ([`CudaError::CublasUnavailable`] when it cannot).
+//! - `attention` over `q [T, h, d]` is `kv_append_{dtype}` (the chunk's rows into the caches) and
+//!   `attention_prefill_{dtype}_d{D}_g{GM}` (`kernels/attention_prefill.cu`: tiles of 64 query rows
+//!   x 32 cache rows in shared memory, f32 online softmax, causal mask aligned to the chunk's end).
+//! - rope / q-k norm rotate token `t` at `position + t`; a `split` of `[T, n]` rows feeding only them
+//!   and the prefill attention is read in place.
+//! - [`CudaExecutor::prefill`] / [`CudaExecutor::prefill_logits`] run it;
+//!   [`CudaExecutor::from_plan_sharing`] builds it beside a decode executor of the same model,
+//!   sharing its KV caches and uploaded weights; [`CudaExecutor::profile_prefill`] times its launches;
+//!   [`measure_gemm_rate`] measures the compute ceiling its matmul FLOPs are set against.
+//!
 //! Kernel timing and dependencies: consecutive launches use programmatic dependent launch (PDL);
 //! a kernel reads only data no kernel of the step writes (weights, KV-cache rows of earlier steps,
 //! the position) before its `griddepcontrol.wait`. Tuning knobs are the fields of [`Tuning`].
@@ -73,16 +94,17 @@
 //! ## Requirements at run time
 //!
 //! libcuda (the driver) and libnvrtc (`libnvrtc.so.13`) are loaded at run time (`dynamic-loading`),
-//! so the crate builds without CUDA. Compiled kernels are cached on disk ([`compile`]). No CUDA header
+//! so the crate builds without CUDA; libcublas (`libcublas.so.13`, with `libcublasLt.so.13`) is
+//! loaded on the first GEMM of a prefill step only. Compiled kernels are cached on disk ([`compile`]). No CUDA header
 //! is needed by the kernels; `CUDA_HOME` (default `/usr/local/cuda`) is put on NVRTC's include path
 //! when present.
 //!
-//! Modules: [`device`] (context, stream, buffers, kernel loading), [`facts`] (device facts,
+//! Modules: [`device`] (context, stream, cuBLAS handle, buffers, kernel loading), [`facts`] (device facts,
 //! occupancy, recorded targets), [`tuning`] (the knobs), `env` (the only reader of the process
 //! environment), [`compile`] (NVRTC + cache), [`plan`] (the plan and its memory), [`lower`] (graph ->
 //! plan, one module per kernel family), [`params`] (kernel parameter structs), [`weights`] (folding +
 //! upload), [`launch`] (one bound launch), [`exec`] (eager and graph executors), [`profile`],
-//! [`mod@bench`] (roofline).
+//! [`mod@bench`] (roofline: read bandwidth, GEMM rate).
 
 pub mod bench;
 pub mod compile;
@@ -100,7 +122,7 @@ pub mod profile;
 pub mod tuning;
 pub mod weights;
 
-pub use bench::measure_read_bandwidth;
+pub use bench::{measure_gemm_rate, measure_read_bandwidth};
 pub use device::CudaDevice;
 pub use error::CudaError;
 pub use exec::{CudaExecutor, ExecOptions};

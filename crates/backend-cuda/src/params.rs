@@ -68,6 +68,9 @@ pub enum Scratch {
     ArgmaxCounter,
     /// Rotary frequency table number `i` (`[d / 2]` f32, uploaded once).
     RopeTable(u8),
+    /// A prefill GEMM's bf16 activation operand `[m, k]` (written by its prologue launch, read by
+    /// the GEMM right after).
+    GemmOperand,
 }
 
 impl Region {
@@ -85,6 +88,7 @@ impl Region {
                 Scratch::ArgmaxIndices => 9,
                 Scratch::ArgmaxCounter => 10,
                 Scratch::RopeTable(i) => 16 + i as u64,
+                Scratch::GemmOperand => 11,
             },
         }
     }
@@ -101,6 +105,7 @@ impl Region {
             8 => Region::Scratch(Scratch::ArgmaxValues),
             9 => Region::Scratch(Scratch::ArgmaxIndices),
             10 => Region::Scratch(Scratch::ArgmaxCounter),
+            11 => Region::Scratch(Scratch::GemmOperand),
             16..=271 => Region::Scratch(Scratch::RopeTable((tag - 16) as u8)),
             _ => return None,
         })
@@ -121,6 +126,7 @@ impl Region {
                 Scratch::ArgmaxIndices => "scratch.argmax_indices".into(),
                 Scratch::ArgmaxCounter => "scratch.argmax_counter".into(),
                 Scratch::RopeTable(i) => format!("scratch.rope{i}"),
+                Scratch::GemmOperand => "scratch.gemm_operand".into(),
             },
         }
     }
@@ -408,7 +414,10 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// `norm_rope_f32` (`kernels/norm.cu`): optional rms_norm then rope of up to two tensors.
+    /// `norm_rope_f32` (`kernels/norm.cu`): optional rms_norm then rope of up to two tensors of
+    /// `rows` rows of `d`: row `r` is head `r % heads` of token `r / heads`, read at
+    /// `x + (r / heads) * ld + (r % heads) * d` and rotated at position `pos + r / heads`; outputs
+    /// are contiguous `[rows, d]`. One token (decode): `heads = rows`, `ld = rows * d`.
     pub struct NormRopeParams {
         pub x1: Ptr,
         pub w1: Ptr,
@@ -424,6 +433,14 @@ kernel_params! {
         pub eps: f32,
         pub do_norm: i32,
         pub do_rope: i32,
+        /// Rows (heads) per token of x1.
+        pub heads1: i32,
+        /// Rows per token of x2.
+        pub heads2: i32,
+        /// f32 elements from one token's first row of x1 to the next token's.
+        pub ld1: i32,
+        /// The same for x2.
+        pub ld2: i32,
     }
 }
 
@@ -531,6 +548,33 @@ kernel_params! {
 }
 
 kernel_params! {
+    /// `gemm_prologue_f32` (`kernels/prefill.cu`): the bf16 operand of a prefill GEMM,
+    /// `xb [m, k] = bf16(prologue(x))` (`pro` as [`GemvParams::pro`]), and, with `resid`, the GEMM's
+    /// output pre-filled with the residual, `c [m, n] = resid` (the GEMM then adds into it with
+    /// beta = 1).
+    pub struct GemmPrologueParams {
+        /// `x [m, k]` f32 (`[m, 2k]` for `pro` 2).
+        pub x: Ptr,
+        /// `pro` 1: the rms_norm weight `[k]` f32; else null.
+        pub norm_w: Ptr,
+        /// Nullable residual: `[m, n]` f32, or one row `[n]` (`resid_rows` 1) added to every row.
+        pub resid: Ptr,
+        /// Output: `x` after the prologue, rounded to bf16, `[m, k]`.
+        pub xb: Ptr,
+        /// With `resid`: the GEMM output `[m, n]` f32, written with the residual.
+        pub c: Ptr,
+        pub m: i32,
+        pub k: i32,
+        pub n: i32,
+        /// Prologue: 0 x as is, 1 rms_norm, 2 SwiGLU of `x [m, 2k]`.
+        pub pro: i32,
+        pub eps: f32,
+        /// Rows of `resid`: `m`, or 1 for a bias broadcast over the rows.
+        pub resid_rows: i32,
+    }
+}
+
+kernel_params! {
     /// The first timeout of a persistent launch (`code` 0: none), read back by the host.
     pub struct PersistentError {
         pub code: i32,
@@ -540,6 +584,30 @@ kernel_params! {
         pub expected: u32,
         pub seen: u32,
         pub cta: i32,
+        pub pad_: i32,
+    }
+}
+
+kernel_params! {
+    /// `kv_append_{dtype}` (`kernels/prefill.cu`): stores the `t` k / v rows of a prefill chunk at
+    /// cache rows `pos .. pos + t`, rounded to the cache dtype.
+    pub struct KvAppendParams {
+        /// `k [t, row]` f32, token `i` at `k + i * k_ld`.
+        pub k: Ptr,
+        /// `v [t, row]` f32, token `i` at `v + i * v_ld`.
+        pub v: Ptr,
+        /// K cache `[max_ctx, row]`.
+        pub kc: Ptr,
+        /// V cache `[max_ctx, row]`.
+        pub vc: Ptr,
+        /// The first token's position `i32[1]`.
+        pub pos: Ptr,
+        pub t: i32,
+        /// Elements of one cache row (`kv_heads * head_dim`).
+        pub row: i32,
+        pub k_ld: i32,
+        pub v_ld: i32,
+        pub max_ctx: i32,
         pub pad_: i32,
     }
 }
@@ -559,6 +627,73 @@ kernel_params! {
     }
 }
 
+kernel_params! {
+    /// `attention_prefill_{cache dtype}_d{D}_g{GM}` (`kernels/attention_prefill.cu`): causal
+    /// attention of `t` query tokens at positions `pos .. pos + t` over cache rows `0 ..= pos + i`
+    /// (the chunk's rows already appended), GQA, f32 online softmax.
+    pub struct PrefillAttentionParams {
+        /// `q [t, h, D]` f32, token `i` at `q + i * q_ld`.
+        pub q: Ptr,
+        /// K cache `[max_ctx, kvh, D]`.
+        pub kc: Ptr,
+        /// V cache `[max_ctx, kvh, D]`.
+        pub vc: Ptr,
+        /// The first token's position `i32[1]`.
+        pub pos: Ptr,
+        /// Output `[t, h, D]` f32.
+        pub out: Ptr,
+        pub t: i32,
+        pub h: i32,
+        pub kvh: i32,
+        pub max_ctx: i32,
+        /// f32 elements between consecutive tokens of `q`.
+        pub q_ld: i32,
+        /// Softmax scale.
+        pub scale: f32,
+    }
+}
+
+kernel_params! {
+    /// A cuBLAS GEMM, not a kernel (host side only; no struct in `kernels/params.cuh`):
+    /// `c [m, n] = b [m, k] · aᵀ + beta · c`, row-major, with `a` the weight `W [n, k]` and `b` the
+    /// activations, both bf16, `c` f32, f32 accumulation (`cublasGemmEx`, `CUBLAS_COMPUTE_32F`).
+    pub struct GemmParams {
+        /// `W [n, k]` bf16.
+        pub a: Ptr,
+        /// `x [m, k]` bf16.
+        pub b: Ptr,
+        /// `y [m, n]` f32.
+        pub c: Ptr,
+        pub m: i32,
+        pub n: i32,
+        pub k: i32,
+        /// 0: `c` is overwritten; 1: `c` (pre-filled with a residual) is added to.
+        pub beta: f32,
+    }
+}
+
+impl GemmParams {
+    /// Floating-point operations of the GEMM (`2 m n k`).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+/// Query rows (tokens x heads of one KV head) per block of the prefill attention kernel
+/// (`PA_ROWS` in `kernels/params.cuh`).
+pub const PREFILL_ATT_ROWS: u32 = 64;
+/// Keys per shared-memory tile of the prefill attention kernel (`PA_KEYS`).
+pub const PREFILL_ATT_KEYS: u32 = 32;
+/// Threads per block of the prefill attention kernel (`PA_THREADS`).
+pub const PREFILL_ATT_THREADS: u32 = 128;
+
+/// Dynamic shared memory of the prefill attention kernel for head dim `d`: q `[PA_ROWS, d + 4]`,
+/// k and v `[PA_KEYS, d + 4]`, and the probabilities `[PA_ROWS, PA_KEYS + 4]`, f32.
+pub const fn prefill_attention_smem(d: usize) -> u32 {
+    let (rows, keys) = (PREFILL_ATT_ROWS as usize, PREFILL_ATT_KEYS as usize);
+    ((rows * (d + 4) + 2 * keys * (d + 4) + rows * (keys + 4)) * 4) as u32
+}
+
 /// The parameters of one launch, of whichever kernel family.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Params {
@@ -574,6 +709,11 @@ pub enum Params {
     BenchFill(BenchFillParams),
     BenchRead(BenchReadParams),
     Persistent(PersistentParams),
+    GemmPrologue(GemmPrologueParams),
+    KvAppend(KvAppendParams),
+    PrefillAttention(PrefillAttentionParams),
+    /// A cuBLAS GEMM (no kernel of ours).
+    Gemm(GemmParams),
 }
 
 /// Applies `$f` to the struct inside a [`Params`].
@@ -592,6 +732,10 @@ macro_rules! with_params {
             Params::BenchFill($x) => $e,
             Params::BenchRead($x) => $e,
             Params::Persistent($x) => $e,
+            Params::GemmPrologue($x) => $e,
+            Params::KvAppend($x) => $e,
+            Params::PrefillAttention($x) => $e,
+            Params::Gemm($x) => $e,
         }
     };
 }
@@ -709,9 +853,21 @@ pub fn c_layout_assertions() -> String {
     s.push_str(&format!(
         "static_assert(PST_THREADS == {PERSISTENT_THREADS}, \"PST_THREADS differs from params.rs\");\n"
     ));
+    one::<GemmPrologueParams>(&mut s);
+    one::<KvAppendParams>(&mut s);
+    one::<PrefillAttentionParams>(&mut s);
     s.push_str(&format!(
         "static_assert(GEMV_THREADS == {GEMV_THREADS}, \"GEMV_THREADS differs from params.rs\");\n"
     ));
+    for (name, v) in [
+        ("PA_ROWS", PREFILL_ATT_ROWS),
+        ("PA_KEYS", PREFILL_ATT_KEYS),
+        ("PA_THREADS", PREFILL_ATT_THREADS),
+    ] {
+        s.push_str(&format!(
+            "static_assert({name} == {v}, \"{name} differs from params.rs\");\n"
+        ));
+    }
     let (dims, groups) = ATTENTION_INSTANCES;
     for d in dims {
         for gm in groups {

@@ -38,6 +38,16 @@ pub enum Rows2 {
     Always,
 }
 
+/// Which kernel runs a prefill attention (`BRAID_PREFILL_ATT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillAtt {
+    /// `mma` (default): the tensor-core kernel (mma.sync, f16 operands, f32 accumulation) where it
+    /// applies (bf16 / f16 caches, head_dim up to 128, sm_80+), else the f32 kernel.
+    Mma,
+    /// `simt`: the f32 kernel everywhere (the exact one: f32 q and probabilities).
+    Simt,
+}
+
 /// Every tuning knob of the lowering. `Tuning::default()` is the measured-fastest configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
@@ -78,6 +88,17 @@ pub struct Tuning {
     /// places later into L2 (default 0, off: distances 1 / 2 / 3 measured 861.6 / 893.0 / 869.8
     /// against 860.8 µs/token).
     pub l2_prefetch: usize,
+    /// `BRAID_GEMM_MIN_ROWS`: a matmul-family node with at least this many rows (tokens) and
+    /// bf16 weights runs as a cuBLAS GEMM instead of a GEMV (default 2: the GEMVs read the weights
+    /// once per row, a GEMM once for all rows, so a GEMM wins from two rows on; a decode step has
+    /// one row and keeps its GEMVs).
+    pub gemm_min_rows: usize,
+    /// `BRAID_SPLIT_IN_PLACE`: a `split` of `[T, n]` rows (a prefill chunk's packed q/k/v) whose
+    /// slices feed only rope / q-k norm / prefill attention is read in place with a row stride
+    /// instead of copied (default on: one to three launches per layer fewer).
+    pub split_in_place: bool,
+    /// `BRAID_PREFILL_ATT`: see [`PrefillAtt`].
+    pub prefill_att: PrefillAtt,
 }
 
 impl Default for Tuning {
@@ -95,12 +116,15 @@ impl Default for Tuning {
             att_min_chunk: 0,
             att_unroll: 4,
             l2_prefetch: 0,
+            gemm_min_rows: 2,
+            split_in_place: true,
+            prefill_att: PrefillAtt::Mma,
         }
     }
 }
 
 /// The environment variable of every knob, in the order [`Tuning::entries`] lists them.
-pub const KNOBS: [&str; 12] = [
+pub const KNOBS: [&str; 15] = [
     "BRAID_GEMV_KERNEL",
     "BRAID_GEMV_ROWS2",
     "BRAID_GEMV_BLOCKS_PER_SM",
@@ -113,6 +137,9 @@ pub const KNOBS: [&str; 12] = [
     "BRAID_ATT_MIN_CHUNK",
     "BRAID_ATT_UNROLL",
     "BRAID_L2_PREFETCH",
+    "BRAID_GEMM_MIN_ROWS",
+    "BRAID_SPLIT_IN_PLACE",
+    "BRAID_PREFILL_ATT",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -172,6 +199,14 @@ impl Tuning {
             "BRAID_ATT_MIN_CHUNK" => parse_usize(v, 0, 1 << 20).map(|x| self.att_min_chunk = x),
             "BRAID_ATT_UNROLL" => parse_usize(v, 1, 16).map(|x| self.att_unroll = x),
             "BRAID_L2_PREFETCH" => parse_usize(v, 0, 64).map(|x| self.l2_prefetch = x),
+            "BRAID_GEMM_MIN_ROWS" => parse_usize(v, 1, 1 << 20).map(|x| self.gemm_min_rows = x),
+            "BRAID_SPLIT_IN_PLACE" => parse_bool(v).map(|x| self.split_in_place = x),
+            "BRAID_PREFILL_ATT" => match v {
+                "mma" => Ok(PrefillAtt::Mma),
+                "simt" => Ok(PrefillAtt::Simt),
+                _ => Err("mma or simt".to_string()),
+            }
+            .map(|x| self.prefill_att = x),
             _ => {
                 return Err(format!(
                     "unknown tuning knob {name} (known: {})",
@@ -210,6 +245,12 @@ impl Tuning {
             self.att_min_chunk.to_string(),
             self.att_unroll.to_string(),
             self.l2_prefetch.to_string(),
+            self.gemm_min_rows.to_string(),
+            b(self.split_in_place),
+            match self.prefill_att {
+                PrefillAtt::Mma => "mma".to_string(),
+                PrefillAtt::Simt => "simt".to_string(),
+            },
         ];
         KNOBS.into_iter().zip(values).collect()
     }

@@ -711,3 +711,315 @@ fn argmax_folded_into_the_lm_head() {
         "a tie at the maximum goes to the first row"
     );
 }
+
+// ---- prefill (T > 1 tokens) ----
+
+/// The tensor-core prefill attention rounds q and the probabilities to f16 (2^-11 relative).
+const TOL_ATTENTION_MMA: f64 = 5e-3;
+
+/// A prefill GEMM rounds its activations to bf16 (cuBLAS's tensor cores take bf16 operands): a
+/// relative error of ~2^-9 per element, ~3e-3 over a dot product, where the GEMV keeps f32.
+const TOL_GEMM: f64 = 1e-2;
+
+/// Every matmul-family op over `T` rows (bf16 weights: the cuBLAS GEMM path, prologue kernel +
+/// `cublasGemmEx`) at Qwen3-0.6B's projection sizes, against the interpreter's f32 matmul.
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn prefill_gemms_match_the_interpreter() {
+    for &t in &[2usize, 17, 128] {
+        let mut rng = Rng::new(100 + t as u64);
+        let mut g = Graph::new();
+        let mut w = Weights::new();
+        let (h, i) = (1024, 3072);
+        let x = f32_input(&mut g, "x", &[t, h]);
+        let ln = norm_weight(&mut g, &mut w, &mut rng, "ln", DType::BF16, h);
+        let s = |k: usize| (3.0 / k as f32).sqrt();
+        let wqkv = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wqkv",
+            DType::BF16,
+            &[4096, h],
+            s(h),
+        );
+        let wo = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wo",
+            DType::BF16,
+            &[h, 2048],
+            s(2048),
+        );
+        let wgu = weight(
+            &mut g,
+            &mut w,
+            &mut rng,
+            "wgu",
+            DType::BF16,
+            &[2 * i, h],
+            s(h),
+        );
+        let wd = weight(&mut g, &mut w, &mut rng, "wd", DType::BF16, &[h, i], s(i));
+        let bias = weight(&mut g, &mut w, &mut rng, "bias", DType::BF16, &[4096], 0.5);
+        // fused_rms_norm_matmul (rms_norm prologue), its biased form, a plain matmul, a
+        // residual add, and the SwiGLU prologue of fused_gated_mlp.
+        let qkv = op(&mut g, Op::FusedRmsNormMatmul { eps: 1e-6 }, &[x, ln, wqkv]);
+        let qkv_b = op(
+            &mut g,
+            Op::FusedRmsNormMatmulAdd { eps: 1e-6 },
+            &[x, ln, wqkv, bias],
+        );
+        let a = f32_input(&mut g, "a", &[t, 2048]);
+        let o = op(&mut g, Op::FusedMatmulAdd, &[a, wo, x]);
+        let plain = op(&mut g, Op::MatMul, &[a, wo]);
+        let gu = op(&mut g, Op::FusedRmsNormMatmul { eps: 1e-6 }, &[o, ln, wgu]);
+        let down = op(&mut g, Op::FusedGatedMlp, &[gu, wd, o]);
+        g.set_results(vec![qkv, qkv_b, o, plain, gu, down]);
+        let steps: Vec<Step> = (0..2)
+            .map(|_| {
+                vec![
+                    ("x".into(), rand_tensor(&mut rng, &[t, h], 2.0)),
+                    ("a".into(), rand_tensor(&mut rng, &[t, 2048], 1.0)),
+                ]
+            })
+            .collect();
+        check(
+            &format!("prefill GEMMs over {t} rows"),
+            &g,
+            &w,
+            &steps,
+            TOL_GEMM,
+        );
+    }
+}
+
+/// Prefill attention (`kv_append` + `attention_prefill`) over chunks of `t` tokens that follow
+/// each other in the cache (the second and later chunks attend over the earlier ones), for a
+/// cache dtype and a GQA shape, with rope'd q/k through `fused_qk_norm_rope` on `[t, heads, d]`.
+fn prefill_attention_case(t: usize, h: usize, kv: usize, d: usize, cache: DType, chunks: usize) {
+    let mut rng = Rng::new(200 + (t * d + h) as u64);
+    let mut g = Graph::new();
+    let mut w = Weights::new();
+    let max_ctx = t * chunks + 7;
+    let q = f32_input(&mut g, "q", &[t, h, d]);
+    let k = f32_input(&mut g, "k", &[t, kv, d]);
+    let v = f32_input(&mut g, "v", &[t, kv, d]);
+    let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
+    let qn = norm_weight(&mut g, &mut w, &mut rng, "qn", DType::BF16, d);
+    let kn = norm_weight(&mut g, &mut w, &mut rng, "kn", DType::BF16, d);
+    let n = g
+        .add(
+            Op::FusedQkNormRope {
+                eps: 1e-6,
+                theta: 1_000_000.0,
+                scaling: RopeScaling::Default,
+            },
+            &[q, k, qn, kn, p],
+        )
+        .expect("qk");
+    let (qr, kr) = (Value { node: n, output: 0 }, Value { node: n, output: 1 });
+    let cty = TensorType::new(cache, [max_ctx, kv, d]);
+    let kc = op(
+        &mut g,
+        Op::KvCache {
+            name: "k_cache".into(),
+            ty: cty.clone(),
+        },
+        &[],
+    );
+    let vc = op(
+        &mut g,
+        Op::KvCache {
+            name: "v_cache".into(),
+            ty: cty,
+        },
+        &[],
+    );
+    let a = op(
+        &mut g,
+        Op::Attention {
+            scale: (d as f32).powf(-0.5),
+        },
+        &[qr, kr, v, kc, vc, p],
+    );
+    g.set_results(vec![a, qr, kr]);
+    let steps: Vec<Step> = (0..chunks)
+        .map(|c| {
+            vec![
+                ("q".into(), rand_tensor(&mut rng, &[t, h, d], 2.0)),
+                ("k".into(), rand_tensor(&mut rng, &[t, kv, d], 2.0)),
+                ("v".into(), rand_tensor(&mut rng, &[t, kv, d], 1.0)),
+                ("position".into(), pos_tensor((c * t) as i32)),
+            ]
+        })
+        .collect();
+    let label = format!("prefill attention {chunks} x {t} tokens, h{h} kv{kv} d{d}, cache {cache}");
+    // The default picks the tensor-core kernel where it applies (16-bit caches, d <= 128).
+    check(&label, &g, &w, &steps, TOL_ATTENTION_MMA);
+    let simt = Tuning {
+        prefill_att: braid_backend_cuda::tuning::PrefillAtt::Simt,
+        ..Tuning::default()
+    };
+    check_with(
+        &format!("{label}, f32 kernel"),
+        &g,
+        &w,
+        &steps,
+        TOL_ATTENTION,
+        simt,
+    );
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn prefill_attention_matches_the_interpreter() {
+    // Qwen3-0.6B (g 2) in every cache dtype; a chunk that is not a multiple of a block's tokens.
+    prefill_attention_case(64, 16, 8, 128, DType::BF16, 3);
+    prefill_attention_case(100, 16, 8, 128, DType::F16, 2);
+    prefill_attention_case(37, 16, 8, 128, DType::F32, 2);
+    // GQA groups 1, 4 and 8; head dims 64, 256 and 16; two tokens; a long chunk.
+    prefill_attention_case(50, 8, 8, 64, DType::BF16, 2);
+    prefill_attention_case(33, 32, 8, 128, DType::BF16, 2);
+    prefill_attention_case(20, 16, 2, 256, DType::BF16, 2);
+    prefill_attention_case(9, 4, 2, 16, DType::BF16, 3);
+    prefill_attention_case(2, 16, 8, 128, DType::BF16, 4);
+    prefill_attention_case(512, 16, 8, 128, DType::BF16, 2);
+}
+
+/// A prefill chunk's attention block as the passes leave it: the packed q/k/v rows `[T, n]` split
+/// (read in place: no copies), q/k norm + rope, attention; with the in-place split off too.
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn prefill_split_read_in_place() {
+    let (t, h, kv, d) = (48, 16, 8, 128);
+    let mut rng = Rng::new(300);
+    let mut g = Graph::new();
+    let mut w = Weights::new();
+    let x = f32_input(&mut g, "x", &[t, (h + 2 * kv) * d]);
+    let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
+    let parts = g
+        .add(
+            Op::Split {
+                axis: 1,
+                sizes: vec![h * d, kv * d, kv * d],
+            },
+            &[x],
+        )
+        .expect("split");
+    let part = |o: u32| Value {
+        node: parts,
+        output: o,
+    };
+    let q = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![t, h, d],
+        },
+        &[part(0)],
+    );
+    let k = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![t, kv, d],
+        },
+        &[part(1)],
+    );
+    let v = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![t, kv, d],
+        },
+        &[part(2)],
+    );
+    let qn = norm_weight(&mut g, &mut w, &mut rng, "qn", DType::BF16, d);
+    let kn = norm_weight(&mut g, &mut w, &mut rng, "kn", DType::BF16, d);
+    let n = g
+        .add(
+            Op::FusedQkNormRope {
+                eps: 1e-6,
+                theta: 1_000_000.0,
+                scaling: RopeScaling::Default,
+            },
+            &[q, k, qn, kn, p],
+        )
+        .expect("qk");
+    let cty = TensorType::new(DType::BF16, [4 * t, kv, d]);
+    let kc = op(
+        &mut g,
+        Op::KvCache {
+            name: "k_cache".into(),
+            ty: cty.clone(),
+        },
+        &[],
+    );
+    let vc = op(
+        &mut g,
+        Op::KvCache {
+            name: "v_cache".into(),
+            ty: cty,
+        },
+        &[],
+    );
+    let a = op(
+        &mut g,
+        Op::Attention { scale: 0.088 },
+        &[
+            Value { node: n, output: 0 },
+            Value { node: n, output: 1 },
+            v,
+            kc,
+            vc,
+            p,
+        ],
+    );
+    g.set_results(vec![a]);
+    let steps: Vec<Step> = (0..3)
+        .map(|c| {
+            vec![
+                (
+                    "x".into(),
+                    rand_tensor(&mut rng, &[t, (h + 2 * kv) * d], 2.0),
+                ),
+                ("position".into(), pos_tensor((c * t) as i32)),
+            ]
+        })
+        .collect();
+    check("split read in place", &g, &w, &steps, TOL_ATTENTION_MMA);
+    let copies = Tuning {
+        split_in_place: false,
+        ..Tuning::default()
+    };
+    check_with("split copied", &g, &w, &steps, TOL_ATTENTION_MMA, copies);
+}
+
+/// `rope` and `fused_qk_norm_rope` on `[T, heads, d]`: token `t` rotated at `position + t`.
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn prefill_rope_rotates_each_token_at_its_position() {
+    let mut rng = Rng::new(400);
+    let mut g = Graph::new();
+    let w = Weights::new();
+    let x = f32_input(&mut g, "x", &[33, 8, 128]);
+    let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
+    let y = op(
+        &mut g,
+        Op::Rope {
+            theta: 1_000_000.0,
+            scaling: RopeScaling::Default,
+        },
+        &[x, p],
+    );
+    g.set_results(vec![y]);
+    let steps: Vec<Step> = [0, 5, 30_000]
+        .iter()
+        .map(|&p| {
+            vec![
+                ("x".into(), rand_tensor(&mut rng, &[33, 8, 128], 2.0)),
+                ("position".into(), pos_tensor(p)),
+            ]
+        })
+        .collect();
+    check("rope f32[33, 8, 128]", &g, &w, &steps, 1e-3);
+}

@@ -7,7 +7,7 @@
 //! libnvrtc.so.13 (e.g. the `nvidia-cuda-nvrtc` wheel's `nvidia/cu13/lib`).
 
 use braid_backend_cuda::compile::{kernel_source, nvrtc_available, Compiler, KERNEL_SOURCES};
-use braid_backend_cuda::facts::SM90_KERNELS;
+use braid_backend_cuda::facts::{KernelRef, SM90_KERNELS};
 use braid_backend_cuda::lower::attention;
 use braid_backend_cuda::params::c_layout_assertions;
 use braid_ir::DType;
@@ -24,14 +24,18 @@ fn compiler(cache: bool) -> Option<Compiler> {
     Some(Compiler::new("sm_90", cache).expect("NVRTC loads"))
 }
 
-/// Every attention instantiation, with the default unroll: `(kernel name, defines)`.
-fn attention_variants() -> Vec<(String, Vec<(&'static str, String)>)> {
+/// Sources compiled one variant at a time, with defines.
+const VARIANT_SOURCES: [&str; 2] = ["attention.cu", "attention_prefill.cu"];
+
+/// Every attention instantiation (decode with the default unroll, and prefill).
+fn attention_variants() -> Vec<KernelRef> {
     let mut out = Vec::new();
     for dtype in [DType::BF16, DType::F16, DType::F32] {
         for d in attention::INSTANCES.0 {
             for gm in attention::INSTANCES.1 {
-                let k = attention::kernel(dtype, d, gm, 4).expect("float dtype");
-                out.push((k.name, k.defines));
+                out.push(attention::kernel(dtype, d, gm, 4).expect("float dtype"));
+                out.push(attention::prefill_kernel(dtype, d, gm).expect("float dtype"));
+                out.extend(attention::prefill_kernel_mma(dtype, d, gm));
             }
         }
     }
@@ -44,7 +48,10 @@ fn every_kernel_compiles_for_sm_90() {
         return;
     };
     let mut failures = Vec::new();
-    for src in KERNEL_SOURCES.iter().filter(|s| s.file != "attention.cu") {
+    for src in KERNEL_SOURCES
+        .iter()
+        .filter(|s| !VARIANT_SOURCES.contains(&s.file))
+    {
         let started = std::time::Instant::now();
         match compiler.cubin(src, &[]) {
             Ok(cubin) => {
@@ -64,9 +71,8 @@ fn every_kernel_compiles_for_sm_90() {
             Err(e) => failures.push(e.to_string()),
         }
     }
-    // attention.cu compiles one variant at a time, with the defines the lowering passes; the
-    // variants are independent NVRTC programs, compiled on every core.
-    let att = kernel_source("attention.cu").expect("embedded");
+    // attention.cu and attention_prefill.cu compile one variant at a time, with the defines the
+    // lowering passes; the variants are independent NVRTC programs, compiled on every core.
     let variants = attention_variants();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = variants.len().div_ceil(threads);
@@ -77,13 +83,12 @@ fn every_kernel_compiles_for_sm_90() {
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .filter_map(|(name, defines)| {
-                            let d: Vec<(&str, &str)> =
-                                defines.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        .filter_map(|k| {
+                            let src = kernel_source(k.file).expect("embedded");
                             compiler
-                                .cubin(att, &d)
+                                .cubin(src, &k.define_pairs())
                                 .err()
-                                .map(|e| format!("{name}: {e}"))
+                                .map(|e| format!("{}: {e}", k.name))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -183,11 +188,31 @@ fn recorded_sm90_registers_match_the_kernels() {
 #[ignore = "a report, not a check: run with --ignored --nocapture to print ptxas's registers/spills"]
 fn ptxas_report() {
     let compiler = Compiler::new("sm_90", false).expect("NVRTC loads");
-    for src in KERNEL_SOURCES.iter().filter(|s| s.file != "attention.cu") {
+    for src in KERNEL_SOURCES
+        .iter()
+        .filter(|s| !VARIANT_SOURCES.contains(&s.file))
+    {
         let (_, log) = compiler
             .compile_with_log(src, &["--ptxas-options=-v"])
             .expect("compiles");
         eprintln!("== {}\n{log}", src.file);
+    }
+    let pa = kernel_source("attention_prefill.cu").expect("embedded");
+    for dtype in [DType::BF16, DType::F32] {
+        for d in [16, 64, 128, 256] {
+            let simt = attention::prefill_kernel(dtype, d, 2).expect("float dtype");
+            for k in std::iter::once(simt).chain(attention::prefill_kernel_mma(dtype, d, 2)) {
+                let mut opts: Vec<String> = k
+                    .defines
+                    .iter()
+                    .map(|(a, b)| format!("-D{a}={b}"))
+                    .collect();
+                opts.push("--ptxas-options=-v".into());
+                let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+                let (_, log) = compiler.compile_with_log(pa, &opts).expect("compiles");
+                eprintln!("== {}\n{log}", k.name);
+            }
+        }
     }
 }
 
@@ -198,12 +223,14 @@ fn ptxas_report() {
 #[ignore = "a tool, not a check: run with --ignored and BRAID_CACHE_DIR set to fill that cache"]
 fn warm_the_kernel_cache() {
     let compiler = Compiler::new("sm_90", true).expect("NVRTC loads");
-    for src in KERNEL_SOURCES.iter().filter(|s| s.file != "attention.cu") {
+    for src in KERNEL_SOURCES
+        .iter()
+        .filter(|s| !VARIANT_SOURCES.contains(&s.file))
+    {
         compiler.cubin(src, &[]).expect("compiles");
     }
-    let att = kernel_source("attention.cu").expect("embedded");
-    for (_, defines) in attention_variants() {
-        let defines: Vec<(&str, &str)> = defines.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        compiler.cubin(att, &defines).expect("compiles");
+    for k in attention_variants() {
+        let src = kernel_source(k.file).expect("embedded");
+        compiler.cubin(src, &k.define_pairs()).expect("compiles");
     }
 }

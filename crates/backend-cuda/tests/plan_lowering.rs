@@ -4,7 +4,7 @@
 mod common;
 
 use braid_backend_cuda::lower::lower;
-use braid_backend_cuda::params::{Params, Ptr, Region};
+use braid_backend_cuda::params::{Params, Ptr, Region, Scratch};
 use braid_backend_cuda::tuning::GemvKernel;
 use braid_backend_cuda::{Plan, Target, Tuning};
 use braid_ir::{DType, Graph, Op, RopeScaling, TensorType};
@@ -376,5 +376,311 @@ fn unsupported_shapes_name_the_node_and_what_is_supported() {
     assert!(
         e.contains("attention") && e.contains("head_dim 48") && e.contains("128"),
         "{e}"
+    );
+}
+
+/// `x [rows, k]` through a bf16 matmul `[n, k]`, optionally plus a residual or a bias.
+fn matmul_graph(rows: usize, n: usize, k: usize, wdtype: DType, addend: Option<bool>) -> Graph {
+    let mut w = Weights::new();
+    let mut rng = Rng::new(7);
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", TensorType::new(DType::F32, [rows, k]));
+    let wt = weight(&mut g, &mut w, &mut rng, "w", wdtype, &[n, k], 0.1);
+    let y = match addend {
+        None => op(&mut g, Op::MatMul, &[x, wt]),
+        Some(full) => {
+            let shape = if full { vec![rows, n] } else { vec![n] };
+            let r = input(&mut g, "r", TensorType::new(DType::F32, shape));
+            op(&mut g, Op::FusedMatmulAdd, &[x, wt, r])
+        }
+    };
+    g.set_results(vec![y]);
+    g
+}
+
+#[test]
+fn many_rows_of_bf16_weights_run_as_a_cublas_gemm() {
+    let p = plan(
+        &matmul_graph(64, 512, 256, DType::BF16, None),
+        Tuning::default(),
+    );
+    assert_eq!(kernels(&p), ["gemm_prologue_f32", "cublas_gemm_bf16"]);
+    let gemm = p.launches[1].gemm().expect("a GEMM");
+    assert_eq!((gemm.m, gemm.n, gemm.k, gemm.beta), (64, 512, 256, 0.0));
+    let Params::GemmPrologue(pro) = p.launches[0].params else {
+        panic!("prologue params")
+    };
+    // The prologue writes the bf16 operand the GEMM reads; no residual.
+    assert_eq!(pro.xb, gemm.b);
+    assert_eq!(
+        pro.xb.symbolic().map(|s| s.0),
+        Some(Region::Scratch(Scratch::GemmOperand))
+    );
+    assert!(pro.resid.is_null() && pro.pro == 0);
+    assert_eq!(p.gemm_count(), 1);
+    assert_eq!(p.matmul_flops(), 2.0 * 64.0 * 512.0 * 256.0);
+    let text = p.text(false);
+    assert!(text.contains("cublas_gemm_bf16 64x512x256"), "{text}");
+    // One row, f16 weights, or rows below the knob: GEMVs.
+    let one = plan(
+        &matmul_graph(1, 512, 256, DType::BF16, None),
+        Tuning::default(),
+    );
+    assert_eq!(kernels(&one), ["gemv_direct4_bf16"]);
+    let f16 = plan(
+        &matmul_graph(64, 512, 256, DType::F16, None),
+        Tuning::default(),
+    );
+    assert_eq!(kernels(&f16), ["gemv_direct4_f16"]);
+    let knob = Tuning {
+        gemm_min_rows: 65,
+        ..Tuning::default()
+    };
+    assert_eq!(
+        kernels(&plan(&matmul_graph(64, 512, 256, DType::BF16, None), knob)),
+        ["gemv_direct4_bf16"]
+    );
+}
+
+#[test]
+fn a_gemm_adds_its_residual_or_bias_through_beta() {
+    for full in [true, false] {
+        let p = plan(
+            &matmul_graph(16, 128, 64, DType::BF16, Some(full)),
+            Tuning::default(),
+        );
+        let Params::GemmPrologue(pro) = p.launches[0].params else {
+            panic!("prologue params")
+        };
+        let gemm = p.launches[1].gemm().expect("a GEMM");
+        assert_eq!(gemm.beta, 1.0);
+        assert_eq!(pro.c, gemm.c, "the prologue pre-fills the GEMM output");
+        assert_eq!(pro.resid.symbolic().map(|s| s.0), Some(Region::Io));
+        assert_eq!(pro.resid_rows, if full { 16 } else { 1 });
+    }
+    // The GEMV adds residuals of its own rows only: a bias over 16 rows needs the GEMM.
+    let gemv = Tuning {
+        gemm_min_rows: 1000,
+        ..Tuning::default()
+    };
+    let e = lower(
+        &matmul_graph(16, 128, 64, DType::BF16, Some(false)),
+        &Target::h200(),
+        &gemv,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("GEMM path"), "{e}");
+}
+
+/// A prefill chunk's attention block: `x [t, (h + 2 kv) d]` split into q, k, v, reshaped to
+/// `[t, heads, d]`, q/k through `fused_qk_norm_rope`, then attention over a `max_ctx` bf16 cache.
+fn prefill_attention(t: usize) -> Graph {
+    let (h, kv, d) = (16, 8, 128);
+    let mut w = Weights::new();
+    let mut rng = Rng::new(8);
+    let mut g = Graph::new();
+    let x = input(
+        &mut g,
+        "x",
+        TensorType::new(DType::F32, [t, (h + 2 * kv) * d]),
+    );
+    let p = input(&mut g, "position", TensorType::new(DType::I32, [1]));
+    let parts = g
+        .add(
+            Op::Split {
+                axis: 1,
+                sizes: vec![h * d, kv * d, kv * d],
+            },
+            &[x],
+        )
+        .expect("split");
+    let part = |o: u32| braid_ir::Value {
+        node: parts,
+        output: o,
+    };
+    let q = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![t, h, d],
+        },
+        &[part(0)],
+    );
+    let k = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![t, kv, d],
+        },
+        &[part(1)],
+    );
+    let v = op(
+        &mut g,
+        Op::Reshape {
+            shape: vec![t, kv, d],
+        },
+        &[part(2)],
+    );
+    let qn = norm_weight(&mut g, &mut w, &mut rng, "qn", DType::BF16, d);
+    let kn = norm_weight(&mut g, &mut w, &mut rng, "kn", DType::BF16, d);
+    let nr = g
+        .add(
+            Op::FusedQkNormRope {
+                eps: 1e-6,
+                theta: 1e6,
+                scaling: RopeScaling::Default,
+            },
+            &[q, k, qn, kn, p],
+        )
+        .expect("fused_qk_norm_rope");
+    let (qr, kr) = (
+        braid_ir::Value {
+            node: nr,
+            output: 0,
+        },
+        braid_ir::Value {
+            node: nr,
+            output: 1,
+        },
+    );
+    let cty = TensorType::new(DType::BF16, [1024, kv, d]);
+    let kc = op(
+        &mut g,
+        Op::KvCache {
+            name: "kc".into(),
+            ty: cty.clone(),
+        },
+        &[],
+    );
+    let vc = op(
+        &mut g,
+        Op::KvCache {
+            name: "vc".into(),
+            ty: cty,
+        },
+        &[],
+    );
+    let a = op(
+        &mut g,
+        Op::Attention { scale: 0.088 },
+        &[qr, kr, v, kc, vc, p],
+    );
+    g.set_results(vec![a]);
+    g
+}
+
+#[test]
+fn prefill_attention_appends_the_chunk_then_attends_causally() {
+    let p = plan(&prefill_attention(100), Tuning::default());
+    // The split is read in place: no copies; q/k norm + rope is a launch of its own (the decode
+    // kernel's prologue fold is for one token).
+    assert_eq!(
+        kernels(&p),
+        [
+            "norm_rope_f32",
+            "kv_append_bf16",
+            "attention_prefill_mma_bf16_d128_g2"
+        ]
+    );
+    let Params::NormRope(nr) = p.launches[0].params else {
+        panic!("norm_rope params")
+    };
+    let row: i32 = (16 + 2 * 8) * 128;
+    assert_eq!((nr.rows1, nr.heads1, nr.ld1), (100 * 16, 16, row));
+    assert_eq!((nr.rows2, nr.heads2, nr.ld2), (100 * 8, 8, row));
+    let Params::KvAppend(kv) = p.launches[1].params else {
+        panic!("kv_append params")
+    };
+    assert_eq!(
+        (kv.t, kv.row, kv.k_ld, kv.v_ld),
+        (100, 8 * 128, 8 * 128, row)
+    );
+    // v is read from the split's input, after q and k.
+    let (x_region, x_off) = nr.x1.symbolic().expect("symbolic");
+    assert_eq!(kv.v.symbolic(), Some((x_region, x_off + 24 * 128 * 4)));
+    let l = &p.launches[2];
+    let Params::PrefillAttention(pa) = l.params else {
+        panic!("prefill attention params")
+    };
+    // 64 query rows per block: 32 tokens of a KV head's 2 query heads; 4 tiles for 100 tokens.
+    assert_eq!(l.grid, (4, 8, 1));
+    assert_eq!(l.block.0, 128);
+    // The tensor-core kernel keeps its tiles in static shared memory.
+    assert_eq!(l.smem, 0);
+    let simt = plan(
+        &prefill_attention(100),
+        Tuning {
+            prefill_att: braid_backend_cuda::tuning::PrefillAtt::Simt,
+            ..Tuning::default()
+        },
+    );
+    let ls = &simt.launches[2];
+    assert_eq!(ls.kernel.name, "attention_prefill_bf16_d128_g2");
+    assert_eq!(ls.grid, (4, 8, 1));
+    assert_eq!(
+        ls.smem,
+        braid_backend_cuda::params::prefill_attention_smem(128)
+    );
+    assert_eq!(
+        (pa.t, pa.h, pa.kvh, pa.max_ctx, pa.q_ld),
+        (100, 16, 8, 1024, 16 * 128)
+    );
+    assert_eq!(pa.q, nr.out1);
+    assert!(p
+        .fusions
+        .iter()
+        .any(|f| f.knob == "BRAID_SPLIT_IN_PLACE=0" && f.count == 1));
+    // Without the in-place split: one copy per slice.
+    let off = plan(
+        &prefill_attention(100),
+        Tuning {
+            split_in_place: false,
+            ..Tuning::default()
+        },
+    );
+    assert_eq!(
+        kernels(&off),
+        [
+            "copy2d_u32",
+            "copy2d_u32",
+            "copy2d_u32",
+            "norm_rope_f32",
+            "kv_append_bf16",
+            "attention_prefill_mma_bf16_d128_g2"
+        ]
+    );
+}
+
+#[test]
+fn decode_plans_list_only_the_decode_fusions() {
+    let p = plan(&attention(QkInput::NormRope), Tuning::default());
+    assert_eq!(p.fusions.len(), 3);
+    assert!(p.fusions.iter().all(|f| f.knob != "BRAID_SPLIT_IN_PLACE=0"));
+}
+
+#[test]
+fn gemms_of_one_input_share_a_prologue_and_others_get_their_own() {
+    let mut w = Weights::new();
+    let mut rng = Rng::new(9);
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", TensorType::new(DType::F32, [32, 64]));
+    let wa = weight(&mut g, &mut w, &mut rng, "wa", DType::BF16, &[64, 64], 0.1);
+    let wb = weight(&mut g, &mut w, &mut rng, "wb", DType::BF16, &[64, 64], 0.1);
+    let a = op(&mut g, Op::MatMul, &[x, wa]);
+    let b = op(&mut g, Op::MatMul, &[x, wb]);
+    // Same shape, another value (perhaps at a reused arena address): a prologue of its own.
+    let s = op(&mut g, Op::Silu, &[b]);
+    let c = op(&mut g, Op::MatMul, &[s, wa]);
+    g.set_results(vec![a, c]);
+    let p = plan(&g, Tuning::default());
+    assert_eq!(
+        kernels(&p),
+        [
+            "gemm_prologue_f32",
+            "cublas_gemm_bf16",
+            "cublas_gemm_bf16",
+            "ew_silu_f32",
+            "gemm_prologue_f32",
+            "cublas_gemm_bf16"
+        ]
     );
 }

@@ -50,8 +50,8 @@ pub enum Command {
     Opt(OptArgs),
     /// Measure decode speed: tok/s, µs/token, launches/token and the fraction of the memory roofline.
     Bench(BenchArgs),
-    /// Per-op time breakdown of one decode step on the GPU (eager CUDA launches timed with events);
-    /// needs an NVIDIA GPU.
+    /// Per-op time breakdown of one decode step on the GPU, or with --prefill T of a prefill step
+    /// (CUDA events around each launch); needs an NVIDIA GPU.
     Profile(ProfileArgs),
     /// Compare braid's logits with a transformers reference (made by scripts/make_checkpoint.py).
     Check(CheckArgs),
@@ -146,6 +146,8 @@ pub struct ModelArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub prefill: PrefillArgs,
     /// Where to run the decode step.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
@@ -219,10 +221,81 @@ pub struct OutputArgs {
     pub print_after: Vec<String>,
 }
 
+/// Which step of the model to lower (`graph`, `plan`).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct StepArgs {
+    /// Lower the prefill step over T prompt tokens (activations [T, hidden], causal attention that
+    /// appends T cache rows) instead of the decode step.
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u64).range(1..65537))]
+    pub prefill: Option<u64>,
+    /// With --prefill: logits for every token ([T, vocab], as `braid check` uses) instead of the
+    /// last token's only.
+    #[arg(long, requires = "prefill")]
+    pub all_logits: bool,
+}
+
+impl StepArgs {
+    /// The lowering options of this step for `max_context` rows of a `kv_dtype` cache.
+    pub fn options(
+        &self,
+        max_context: usize,
+        kv_dtype: braid_ir::DType,
+    ) -> crate::decoder::LowerOptions {
+        let tokens = self.prefill.map_or(1, |t| t as usize);
+        crate::decoder::LowerOptions::decode(max_context, kv_dtype)
+            .with_tokens(tokens, self.all_logits)
+    }
+}
+
+/// How the prompt is fed before decoding (`generate`, `bench`, `check`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrefillArg {
+    /// Batched prefill: the prompt in chunks of T tokens through the prefill step (the default;
+    /// on the CPU the interpreter runs the T-token graph).
+    Batched,
+    /// Token by token through the decode step (the ablation, and a fallback).
+    Token,
+}
+
+/// How `generate`, `bench` and `check` prefill the prompt.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct PrefillArgs {
+    /// How the prompt is fed before decoding: `batched` (prefill steps over chunks of tokens) or
+    /// `token` (one decode step per token).
+    #[arg(long, value_enum, default_value_t = PrefillArg::Batched)]
+    pub prefill: PrefillArg,
+    /// Most tokens of one batched prefill chunk (rounded down to a power of two): bounds the
+    /// activation memory of a chunk.
+    #[arg(long, default_value_t = crate::engine::PrefillMode::DEFAULT_CHUNK,
+          value_parser = parse_chunk)]
+    pub prefill_chunk: usize,
+}
+
+fn parse_chunk(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1 << 16).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}`: expected an integer in 1..=65536")),
+    }
+}
+
+impl PrefillArgs {
+    /// The engine's prefill mode.
+    pub fn mode(&self) -> crate::engine::PrefillMode {
+        match self.prefill {
+            PrefillArg::Batched => crate::engine::PrefillMode::Batched {
+                chunk: self.prefill_chunk,
+            },
+            PrefillArg::Token => crate::engine::PrefillMode::Token,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GraphArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub step: StepArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -253,6 +326,8 @@ pub enum BenchFormat {
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub prefill: PrefillArgs,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
@@ -263,6 +338,10 @@ pub struct BenchArgs {
     /// Generated tokens timed; a comma-separated list sweeps (every pair with --prompt-len is a row).
     #[arg(long, default_value = "256", value_delimiter = ',', value_parser = parse_list, allow_negative_numbers = true, value_name = "N[,N...]")]
     pub gen: Vec<usize>,
+    /// Prompt lengths of the prefill section (time to first token, prefill tok/s, fractions of
+    /// the compute and memory floors; GPU only), comma-separated; `0` skips the section.
+    #[arg(long, value_delimiter = ',', default_value = "128,512,2048,8192", value_parser = parse_count)]
+    pub prefill_lens: Vec<usize>,
     /// Runs per row; the table shows mean ± standard deviation.
     #[arg(long, default_value_t = 1, value_parser = parse_positive, allow_negative_numbers = true)]
     pub repeat: usize,
@@ -315,6 +394,10 @@ pub struct ProfileArgs {
     /// Decode steps timed, at positions 0..steps (so the attention length grows to `steps`).
     #[arg(long, default_value_t = 128, value_parser = parse_positive, allow_negative_numbers = true)]
     pub steps: usize,
+    /// Profile the prefill step over T random prompt tokens (from an empty cache, `--steps`
+    /// repetitions) instead of decode steps.
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u64).range(2..65537))]
+    pub prefill: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +408,8 @@ pub struct CheckArgs {
     pub model: Option<String>,
     #[command(flatten)]
     pub build: BuildArgs,
+    #[command(flatten)]
+    pub prefill: PrefillArgs,
     /// reference.safetensors written by scripts/make_checkpoint.py (default: <model>/reference.safetensors).
     #[arg(long)]
     pub reference: Option<PathBuf>,
@@ -350,6 +435,8 @@ pub struct CheckArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub step: StepArgs,
     /// The device to plan for: `h200` (recorded facts and kernel resources: no GPU needed) or
     /// `live` (the GPU of this machine).
     #[arg(long, default_value = "h200")]

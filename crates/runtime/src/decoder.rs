@@ -1,4 +1,4 @@
-//! Decoder → IR lowering of one decode step, for every supported family ([`Family`]: Qwen3,
+//! Decoder → IR lowering of one step (a decode step, or a prefill step over `T` tokens), for every supported family ([`Family`]: Qwen3,
 //! Qwen2, Llama). One lowering serves them all; the families differ only in what the schema
 //! ([`Qwen3Config::tensors`]) and the config say:
 //!
@@ -10,12 +10,18 @@
 //! - rope frequencies: `rope_theta` and the config's [`braid_ir::RopeScaling`] (`default` or `llama3`);
 //! - tied or untied lm_head, explicit or derived `head_dim`, `rms_norm_eps` (all in the config).
 //!
-//! The step takes `token: i32[1]` and `position: i32[1]` and returns `[logits f32[1, vocab], next
-//! token i32[1]]` (greedy argmax inside the graph). Every formula follows Hugging Face transformers'
+//! The step returns `[logits f32[1, vocab], next token i32[1]]` (the greedy argmax of the last
+//! token's logits, inside the graph). Every formula follows Hugging Face transformers'
 //! `modeling_qwen3.py`, `modeling_qwen2.py` and `modeling_llama.py` (`*DecoderLayer`, `*Attention`,
 //! `*MLP`, `*RMSNorm`, `apply_rotary_pos_emb`): pre-norm residual layers, GQA attention scaled by
 //! `head_dim^-0.5`, SwiGLU MLP, final norm, lm_head (tied to the embedding when
 //! `tie_word_embeddings`). The graph is unfused; the passes fuse it.
+//!
+//! The step takes `token: i32[T]` and `position: i32[1]` (the first token's position; token `t` is
+//! at `position + t`). `T = 1` is the decode step; for `T > 1` (a prefill step) the activations are
+//! `[T, hidden]`, q/k/v `[T, heads, head_dim]`, attention appends the `T` k/v rows to the caches and
+//! masks causally, and the last row is taken (a `split` along axis 0, a view) before the final norm,
+//! unless [`LowerOptions::all_logits`] asks for the logits of every token (`f32[T, vocab]`).
 //!
 //! Tensor names and shapes come from the model's schema, the same one checkpoint validation
 //! reads.
@@ -31,6 +37,33 @@ pub struct LowerOptions {
     pub max_context: usize,
     /// Element type of the KV caches: f32 for the CPU reference, bf16 on the GPU (as HF's bf16 cache).
     pub kv_dtype: DType,
+    /// Tokens per step: 1 for the decode step, `T > 1` for a prefill step over `T` prompt tokens.
+    pub tokens: usize,
+    /// For `tokens > 1`: logits of every token (`f32[T, vocab]`, for `braid check`) instead of the
+    /// last token's only. Ignored for one token.
+    pub all_logits: bool,
+}
+
+impl LowerOptions {
+    /// The decode step (one token) with `max_context` cache rows of `kv_dtype`.
+    pub fn decode(max_context: usize, kv_dtype: DType) -> Self {
+        LowerOptions {
+            max_context,
+            kv_dtype,
+            tokens: 1,
+            all_logits: false,
+        }
+    }
+
+    /// These options for a step over `tokens` tokens, with every token's logits when
+    /// `all_logits`.
+    pub fn with_tokens(self, tokens: usize, all_logits: bool) -> Self {
+        LowerOptions {
+            tokens,
+            all_logits,
+            ..self
+        }
+    }
 }
 
 /// An error lowering a model: a weight is missing or does not fit the graph.
@@ -48,6 +81,8 @@ pub enum LowerError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    #[error("a step needs at least one token (LowerOptions::tokens is 0)")]
+    NoTokens,
     #[error("lowering the decoder produced an ill-typed graph: {0}")]
     Ir(#[from] IrError),
 }
@@ -144,11 +179,13 @@ impl Lowering<'_> {
     }
 }
 
-/// Lowers one decode step of the decoder `c` (any [`Family`]) whose weight dtypes come from
-/// `weights`.
+/// Lowers one step of the decoder `c` (any [`Family`]) whose weight dtypes come from `weights`: the
+/// decode step for `opts.tokens == 1`, a prefill step over `opts.tokens` tokens otherwise (see the
+/// module docs).
 ///
-/// Errors: [`LowerError::MissingWeight`] / [`LowerError::WeightShape`] name the tensor and the shape
-/// the schema expects; [`LowerError::Ir`] would mean a bug in this function.
+/// Errors: [`LowerError::NoTokens`] for `opts.tokens == 0`; [`LowerError::MissingWeight`] /
+/// [`LowerError::WeightShape`] name the tensor and the shape the schema expects;
+/// [`LowerError::Ir`] would mean a bug in this function.
 pub fn lower_decode_step(
     c: &Qwen3Config,
     weights: WeightTypes<'_>,
@@ -157,6 +194,18 @@ pub fn lower_decode_step(
     let schema = c.tensors();
     let (d, nh, nkv) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
     let eps = c.rms_norm_eps as f32;
+    let t_len = opts.tokens;
+    if t_len == 0 {
+        return Err(LowerError::NoTokens);
+    }
+    // Per-head shapes: `[heads, d]` for one token, `[T, heads, d]` for T.
+    let heads = |n: usize| {
+        if t_len == 1 {
+            vec![n, d]
+        } else {
+            vec![t_len, n, d]
+        }
+    };
     let mut l = Lowering {
         g: Graph::new(),
         weights,
@@ -166,7 +215,7 @@ pub fn lower_decode_step(
     let token = l.op(
         Op::Input {
             name: "token".into(),
-            ty: pos_ty.clone(),
+            ty: TensorType::new(DType::I32, [t_len]),
         },
         &[],
     )?;
@@ -187,9 +236,9 @@ pub fn lower_decode_step(
         let q = l.linear(hn, &t.q_proj, t.q_bias.as_ref())?;
         let k = l.linear(hn, &t.k_proj, t.k_bias.as_ref())?;
         let v = l.linear(hn, &t.v_proj, t.v_bias.as_ref())?;
-        let mut q = l.reshape(q, &[nh, d])?;
-        let mut k = l.reshape(k, &[nkv, d])?;
-        let v = l.reshape(v, &[nkv, d])?;
+        let mut q = l.reshape(q, &heads(nh))?;
+        let mut k = l.reshape(k, &heads(nkv))?;
+        let v = l.reshape(v, &heads(nkv))?;
         // Qwen3Attention: q_norm/k_norm over head_dim before RoPE (absent in Qwen2 and Llama).
         if let (Some(qn), Some(kn)) = (&t.q_norm, &t.k_norm) {
             let qn_w = l.weight(qn)?;
@@ -208,7 +257,7 @@ pub fn lower_decode_step(
         let vc = l.op(cache("v_cache"), &[])?;
         let scale = (d as f32).powf(-0.5);
         let a = l.op(Op::Attention { scale }, &[q, k, v, kc, vc, position])?;
-        let a = l.reshape(a, &[1, nh * d])?;
+        let a = l.reshape(a, &[t_len, nh * d])?;
         let o = l.linear(a, &t.o_proj, t.o_bias.as_ref())?;
         x = l.op(Op::Add, &[o, x])?;
         // MLP block: residual + down(silu(gate(n)) * up(n)), n = post_attention_layernorm(x).
@@ -224,11 +273,36 @@ pub fn lower_decode_step(
         let dn = l.op(Op::MatMul, &[m, wd])?;
         x = l.op(Op::Add, &[dn, x])?;
     }
+    // The last token's row `[1, hidden]` of `[T, hidden]`: a split along axis 0 (a view).
+    let last_row = |l: &mut Lowering<'_>, x: Value| -> Result<Value, LowerError> {
+        let parts = l.g.add(
+            Op::Split {
+                axis: 0,
+                sizes: vec![t_len - 1, 1],
+            },
+            &[x],
+        )?;
+        Ok(Value {
+            node: parts,
+            output: 1,
+        })
+    };
+    let all_logits = opts.all_logits && t_len > 1;
+    let x = if t_len > 1 && !all_logits {
+        last_row(&mut l, x)?
+    } else {
+        x
+    };
     let norm = l.weight(&schema.norm)?;
     let x = l.op(Op::RmsNorm { eps }, &[x, norm])?;
     let lm_head = l.weight(&schema.lm_head)?;
     let logits = l.op(Op::MatMul, &[x, lm_head])?;
-    let next = l.op(Op::Argmax, &[logits])?;
+    let last = if all_logits {
+        last_row(&mut l, logits)?
+    } else {
+        logits
+    };
+    let next = l.op(Op::Argmax, &[last])?;
     l.g.set_results(vec![logits, next]);
     braid_ir::verify(&l.g)?;
     Ok(l.g)

@@ -68,8 +68,8 @@ pub trait DecodeBackend {
     /// below `start` are kept) and returns the output of the last token; `want_logits` applies to
     /// that last token only.
     ///
-    /// The default runs [`DecodeBackend::step`] once per token; a backend with a batched prefill
-    /// overrides it.
+    /// The default runs [`DecodeBackend::step`] once per token ([`prefill_by_token`]); a backend
+    /// with a batched prefill overrides it.
     ///
     /// Errors: [`EngineError::EmptyPrompt`] when `tokens` is empty; the backend's step errors.
     fn prefill(
@@ -78,12 +78,123 @@ pub trait DecodeBackend {
         start: usize,
         want_logits: bool,
     ) -> Result<StepOutput, EngineError> {
-        let (&last, init) = tokens.split_last().ok_or(EngineError::EmptyPrompt)?;
-        for (i, &tok) in init.iter().enumerate() {
-            self.step(tok, start + i, false)?;
-        }
-        self.step(last, start + init.len(), want_logits)
+        prefill_by_token(self, tokens, start, want_logits)
     }
+
+    /// Prepares whatever a prefill of `len` tokens needs (a batched prefill's steps for its chunk
+    /// sizes), so that the prefill itself, and the time to first token, do not include set-up.
+    /// The default does nothing.
+    ///
+    /// Errors: the backend's set-up errors.
+    fn warm_prefill(&mut self, len: usize) -> Result<(), EngineError> {
+        let _ = len;
+        Ok(())
+    }
+
+    /// Feeds `tokens` at positions `start..` as [`DecodeBackend::prefill`] does and returns the
+    /// logits of every one of them (`[tokens.len()][vocab]`, teacher forcing: `braid check`).
+    ///
+    /// The default runs [`DecodeBackend::step`] once per token with its logits; a backend with a
+    /// batched prefill overrides it with one prefill step whose graph returns every row.
+    ///
+    /// Errors: [`EngineError::EmptyPrompt`] when `tokens` is empty; the backend's step errors.
+    fn prefill_logits(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        logits_by_token(self, tokens, start)
+    }
+}
+
+/// How a prompt goes through a backend before decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillMode {
+    /// Token by token through the decode step (the ablation, and the fallback).
+    Token,
+    /// Through the prefill step over `T` tokens, in chunks of at most `chunk` tokens (the
+    /// activations of one chunk stay bounded); see [`prefill_chunks`].
+    Batched { chunk: usize },
+}
+
+impl PrefillMode {
+    /// Chunks of at most this many tokens: the default of batched prefill.
+    pub const DEFAULT_CHUNK: usize = 512;
+}
+
+impl Default for PrefillMode {
+    /// Batched, in chunks of [`PrefillMode::DEFAULT_CHUNK`] tokens.
+    fn default() -> Self {
+        PrefillMode::Batched {
+            chunk: PrefillMode::DEFAULT_CHUNK,
+        }
+    }
+}
+
+/// The chunk sizes a batched prefill of `len` tokens runs, in order: the largest power of two
+/// that fits, at most `max_chunk` (itself rounded down to a power of two), again and again. A
+/// backend then needs a prefill step for only `log2(max_chunk) + 1` distinct sizes (each built
+/// once and kept), at the price of at most that many chunks for the tail of a prompt. 547
+/// tokens with chunks of 512: 512, 32, 2, 1 (a chunk of 1 is a decode step).
+pub fn prefill_chunks(len: usize, max_chunk: usize) -> Vec<usize> {
+    let cap = if max_chunk <= 1 {
+        1
+    } else {
+        1usize << (usize::BITS - 1 - max_chunk.leading_zeros())
+    };
+    let mut out = Vec::new();
+    let mut left = len;
+    while left > 0 {
+        let c = if left >= cap {
+            cap
+        } else {
+            1usize << (usize::BITS - 1 - left.leading_zeros())
+        };
+        out.push(c);
+        left -= c;
+    }
+    out
+}
+
+/// [`DecodeBackend::prefill`] one [`DecodeBackend::step`] at a time.
+///
+/// Errors: [`EngineError::EmptyPrompt`] when `tokens` is empty; the backend's step errors.
+pub fn prefill_by_token<B: DecodeBackend + ?Sized>(
+    backend: &mut B,
+    tokens: &[u32],
+    start: usize,
+    want_logits: bool,
+) -> Result<StepOutput, EngineError> {
+    let (&last, init) = tokens.split_last().ok_or(EngineError::EmptyPrompt)?;
+    for (i, &tok) in init.iter().enumerate() {
+        backend.step(tok, start + i, false)?;
+    }
+    backend.step(last, start + init.len(), want_logits)
+}
+
+/// [`DecodeBackend::prefill_logits`] one [`DecodeBackend::step`] at a time.
+///
+/// Errors: [`EngineError::EmptyPrompt`] when `tokens` is empty; the backend's step errors, or a
+/// step that returns no logits.
+pub fn logits_by_token<B: DecodeBackend + ?Sized>(
+    backend: &mut B,
+    tokens: &[u32],
+    start: usize,
+) -> Result<Vec<Vec<f32>>, EngineError> {
+    if tokens.is_empty() {
+        return Err(EngineError::EmptyPrompt);
+    }
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, &tok)| {
+            let out = backend.step(tok, start + i, true)?;
+            out.logits.ok_or_else(|| EngineError::Backend {
+                backend: backend.name(),
+                msg: format!("the step at position {} returned no logits", start + i),
+            })
+        })
+        .collect()
 }
 
 /// KV-cache positions a generation uses: every prompt token, and every generated token but the last
@@ -538,6 +649,21 @@ mod tests {
         })
         .expect("scripted generation runs");
         (out, stats, b)
+    }
+
+    #[test]
+    fn prefill_chunks_are_powers_of_two_up_to_the_chunk() {
+        assert_eq!(prefill_chunks(547, 512), vec![512, 32, 2, 1]);
+        assert_eq!(prefill_chunks(2048, 512), vec![512; 4]);
+        assert_eq!(prefill_chunks(128, 512), vec![128]);
+        assert_eq!(prefill_chunks(7, 1000), vec![4, 2, 1]);
+        assert_eq!(prefill_chunks(5, 1), vec![1; 5]);
+        assert_eq!(prefill_chunks(0, 512), Vec::<usize>::new());
+        for len in 1..300 {
+            let c = prefill_chunks(len, 64);
+            assert_eq!(c.iter().sum::<usize>(), len);
+            assert!(c.iter().all(|x| x.is_power_of_two() && *x <= 64));
+        }
     }
 
     #[test]

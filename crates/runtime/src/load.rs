@@ -146,6 +146,22 @@ impl LoadedModel {
         })
     }
 
+    /// A model from a config and its weights, with no tokenizer or chat template (tests and tools
+    /// that build checkpoints in memory, e.g. [`Checkpoint::random`]); `source` names it in
+    /// messages.
+    pub fn from_parts(source: &str, config: Qwen3Config, weights: Checkpoint) -> LoadedModel {
+        LoadedModel {
+            source: source.into(),
+            config,
+            weights: Some(weights),
+            finite: OnceLock::new(),
+            tokenizer_asset: Asset::Absent,
+            tokenizer: OnceLock::new(),
+            chat_asset: Asset::Absent,
+            chat: OnceLock::new(),
+        }
+    }
+
     /// Whether the model has weights (a directory may hold only `config.json`).
     pub fn has_weights(&self) -> bool {
         self.weights.is_some()
@@ -260,13 +276,14 @@ impl LoadedModel {
     /// Lowers the decode step for `max_context` positions with a KV cache of `kv_dtype`. Without
     /// weights, weight leaves are declared bf16 (the dtype Qwen3 checkpoints ship in).
     pub fn lower(&self, max_context: usize, kv_dtype: DType) -> Result<Graph> {
+        self.lower_with(LowerOptions::decode(max_context, kv_dtype))
+    }
+
+    /// Lowers a step with `opts` (a decode step, or a prefill step over `opts.tokens` tokens).
+    pub fn lower_with(&self, opts: LowerOptions) -> Result<Graph> {
         let types = match &self.weights {
             Some(w) => WeightTypes::Checkpoint(w),
             None => WeightTypes::Declared(DType::BF16),
-        };
-        let opts = LowerOptions {
-            max_context,
-            kv_dtype,
         };
         lower_decode_step(&self.config, types, opts)
             .with_context(|| format!("lowering {}", self.source))

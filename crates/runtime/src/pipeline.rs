@@ -11,12 +11,13 @@
 
 use anyhow::{bail, Context, Result};
 use braid_backend_cuda::{CudaDevice, CudaExecutor, ExecOptions, Tuning};
-use braid_ir::{DType, Graph};
+use braid_ir::{DType, Graph, WeightSource};
 use braid_passes::PassManager;
 
 use crate::cpu::CpuBackend;
 use crate::cuda::CudaBackend;
-use crate::engine::DecodeBackend;
+use crate::decoder::LowerOptions;
+use crate::engine::{DecodeBackend, PrefillMode};
 use crate::load::LoadedModel;
 
 /// Where a decode step runs.
@@ -40,6 +41,8 @@ pub struct BackendRequest<'a> {
     pub max_context: usize,
     /// CUDA only: the executor's options (graph replay or eager launches, PDL, tuning knobs).
     pub exec: ExecOptions,
+    /// How prompts are prefilled (batched by default).
+    pub prefill: PrefillMode,
 }
 
 impl<'a> BackendRequest<'a> {
@@ -50,6 +53,7 @@ impl<'a> BackendRequest<'a> {
             passes,
             max_context,
             exec: ExecOptions::default(),
+            prefill: PrefillMode::default(),
         }
     }
 }
@@ -186,6 +190,56 @@ pub fn fused_graph(
     Ok(g)
 }
 
+/// Lowers a step of `model` with `opts` (decode, or prefill over `opts.tokens` tokens) and runs
+/// the passes `spec` over it.
+///
+/// Errors: those of [`LoadedModel::lower_with`] and [`run_passes`].
+pub fn fused_step_graph(model: &LoadedModel, spec: &str, opts: LowerOptions) -> Result<Graph> {
+    let mut g = model.lower_with(opts)?;
+    run_passes(&mut g, spec, &[], &mut |_, _| {})?;
+    Ok(g)
+}
+
+/// The steps of one model, lowered and fused on demand: the decode step's siblings over `T`
+/// tokens that batched prefill runs. Every graph shares the decode step's KV-cache leaves (names,
+/// types), so all of them read and write one cache.
+#[derive(Clone)]
+pub struct StepGraphs<'m> {
+    model: &'m LoadedModel,
+    passes: String,
+    max_context: usize,
+    kv_dtype: DType,
+}
+
+impl<'m> StepGraphs<'m> {
+    /// Steps of `model` with the passes `passes`, `max_context` cache rows of `kv_dtype`.
+    pub fn new(model: &'m LoadedModel, passes: &str, max_context: usize, kv_dtype: DType) -> Self {
+        StepGraphs {
+            model,
+            passes: passes.to_string(),
+            max_context,
+            kv_dtype,
+        }
+    }
+
+    /// The fused step over `tokens` tokens (1: the decode step), with every token's logits when
+    /// `all_logits`.
+    ///
+    /// Errors: as [`fused_step_graph`].
+    pub fn graph(&self, tokens: usize, all_logits: bool) -> Result<Graph> {
+        let opts =
+            LowerOptions::decode(self.max_context, self.kv_dtype).with_tokens(tokens, all_logits);
+        fused_step_graph(self.model, &self.passes, opts)
+    }
+
+    /// The model's weights.
+    ///
+    /// Errors: the model has none.
+    pub fn weights(&self) -> Result<&'m dyn WeightSource> {
+        self.model.weights()
+    }
+}
+
 /// Opens GPU 0. Errors say why none is usable (driver library missing, no device).
 pub fn open_gpu() -> Result<CudaDevice> {
     Ok(CudaDevice::open(0)?)
@@ -218,17 +272,37 @@ pub fn open_backend<'m>(
     let weights = model.weights()?;
     let gpu = select_gpu(req.device)?;
     check_kv_memory(model, req.max_context, gpu.as_ref())?;
-    let graph = fused_graph(model, req.passes, req.max_context, kv_dtype(gpu.is_some()))?;
+    let kv = kv_dtype(gpu.is_some());
+    let graph = fused_graph(model, req.passes, req.max_context, kv)?;
+    let steps = StepGraphs::new(model, req.passes, req.max_context, kv);
     Ok(match gpu {
-        Some(dev) => Box::new(CudaBackend::new(
-            &dev,
-            &graph,
-            weights,
-            req.max_context,
-            req.exec,
-        )?),
-        None => Box::new(CpuBackend::new(graph, weights, req.max_context)),
+        Some(dev) => Box::new(
+            CudaBackend::new(&dev, &graph, weights, req.max_context, req.exec)?
+                .with_prefill(steps, req.prefill),
+        ),
+        None => Box::new(
+            CpuBackend::new(graph, weights, req.max_context).with_prefill(steps, req.prefill),
+        ),
     })
+}
+
+/// The CUDA backend of `model` on `dev` as its concrete type (for `bench`, which warms and times
+/// its prefill steps), with `req`'s passes, context, executor options and prefill mode.
+///
+/// Errors: no weights; lowering, pass or executor set-up failures.
+pub fn cuda_backend<'m>(
+    dev: &CudaDevice,
+    model: &'m LoadedModel,
+    req: &BackendRequest<'_>,
+) -> Result<CudaBackend<'m>> {
+    let weights = model.weights()?;
+    let kv = kv_dtype(true);
+    let graph = fused_graph(model, req.passes, req.max_context, kv)?;
+    let steps = StepGraphs::new(model, req.passes, req.max_context, kv);
+    Ok(
+        CudaBackend::new(dev, &graph, weights, req.max_context, req.exec)?
+            .with_prefill(steps, req.prefill),
+    )
 }
 
 /// The CUDA executor of `model`'s fused decode step on `dev` (bf16 KV cache), for the commands that

@@ -259,3 +259,67 @@ fn an_unknown_architecture_is_refused_with_the_supported_ones() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
 }
+
+#[test]
+fn graph_and_plan_print_the_prefill_step() {
+    let (ok, out, err) = braid(&["graph", "--prefill", "4", "--passes", "none"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("input \"token\" : i32[4]"), "{out}");
+    assert!(out.contains(": f32[4, 4, 16]"), "{out}");
+    // The LM head reads the last row: a split along axis 0.
+    assert!(
+        out.contains("split(") && out.contains("{axis = 0, sizes = [3, 1]}"),
+        "{out}"
+    );
+    let (ok, out, err) = braid(&["graph", "--prefill", "4", "--all-logits"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(": f32[4, 151936]"), "{out}");
+    let (ok, out, err) = braid(&["plan", "--prefill", "64"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("cublas_gemm_bf16 64x128x64"), "{out}");
+    assert!(out.contains("attention_prefill_mma_bf16_d16_g2"), "{out}");
+    let (ok, _, err) = braid(&["graph", "--prefill", "0"]);
+    assert!(!ok && err.contains("--prefill"), "{err}");
+}
+
+#[test]
+fn generate_prefills_batched_or_token_by_token_alike() {
+    let run = |mode: &str| {
+        let (ok, out, err) = braid(&[
+            "generate",
+            "--device",
+            "cpu",
+            "--prompt",
+            "one two three four five six seven eight nine ten",
+            "--max-tokens",
+            "6",
+            "--prefill",
+            mode,
+            "--prefill-chunk",
+            "4",
+        ]);
+        assert!(ok, "{err}");
+        out
+    };
+    assert_eq!(run("batched"), run("token"));
+}
+
+#[test]
+fn an_empty_prompt_is_a_clear_error_in_both_prefill_modes() {
+    for mode in ["batched", "token"] {
+        let (ok, out, err) = braid(&[
+            "generate",
+            "--device",
+            "cpu",
+            "--prompt",
+            "",
+            "--max-tokens",
+            "2",
+            "--prefill",
+            mode,
+        ]);
+        assert!(!ok, "accepted: {out}");
+        assert!(err.contains("the prompt is empty"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

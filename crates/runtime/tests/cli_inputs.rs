@@ -520,7 +520,14 @@ fn check_honours_max_context_and_prints_json() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
     assert_eq!(v["passed"], true);
     assert_eq!(v["braid"]["positions"], 4);
-    assert_eq!(v["per_position"].as_array().unwrap().len(), 4);
+    assert_eq!(v["batched_prefill"]["positions"], 4);
+    // Both paths' positions: the batched prefill's, then the decode steps'.
+    let rows = v["per_position"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    assert_eq!(rows[0]["path"], "prefill");
+    assert_eq!(rows[7]["path"], "decode");
+    // --max-context 4 leaves no room past the 4 positions for the continuation check.
+    assert!(v.get("continuation").is_none(), "{v}");
     assert!(v["transformers_bf16"]["rel_l2"].as_f64().unwrap() > 0.0);
 }
 

@@ -41,10 +41,7 @@ fn step_graph(c: &Qwen3Config, w: Option<&Checkpoint>, max_context: usize, spec:
         Some(w) => WeightTypes::Checkpoint(w),
         None => WeightTypes::Declared(DType::BF16),
     };
-    let opts = LowerOptions {
-        max_context,
-        kv_dtype: DType::BF16,
-    };
+    let opts = LowerOptions::decode(max_context, DType::BF16);
     let mut g = lower_decode_step(c, types, opts).expect("lowering");
     run_passes(&mut g, spec, &[], &mut |_, _| {}).expect("passes");
     g

@@ -3,6 +3,13 @@
 //! `max_context`, the splits merged inside a thread-block cluster (short contexts, sm_90+) or
 //! through a counter in global memory; optionally with the q/k rms_norm and rope of a producer
 //! folded into its prologue ([`super::fusions::QkPrologue`]).
+//!
+//! `attention` over `T` tokens (`q [T, h, d]`, a prefill chunk) is two launches instead
+//! (`lower_prefill`): `kv_append_{cache dtype}` (`kernels/prefill.cu`) stores the chunk's `T`
+//! k/v rows at `position ..`, then `attention_prefill_{cache dtype}_d{head_dim}_g{group}`
+//! (`kernels/attention_prefill.cu`) runs the causal attention of the `T` queries over the cache: on
+//! the tensor cores (`attention_prefill_mma_*`, bf16 / f16 caches, head_dim up to 128, sm_80+,
+//! [`PrefillAtt::Mma`]) or in f32 ([`PrefillAtt::Simt`] and every other case).
 
 use braid_ir::{DType, Op, Value};
 
@@ -10,9 +17,12 @@ use super::fusions::QkPrologue;
 use super::{dtype_suffix, Cx, Operand, Rotary, View};
 use crate::error::CudaError;
 use crate::facts::KernelRef;
-use crate::params::{attention_warps, AttentionParams, Params, Ptr, Scratch};
+use crate::params::{
+    attention_warps, prefill_attention_smem, AttentionParams, KvAppendParams, Params,
+    PrefillAttentionParams, Ptr, Scratch, PREFILL_ATT_ROWS, PREFILL_ATT_THREADS,
+};
 use crate::plan::PlannedLaunch;
-use crate::tuning::Tuning;
+use crate::tuning::{PrefillAtt, Tuning};
 
 pub use crate::params::ATTENTION_INSTANCES as INSTANCES;
 /// Largest thread-block cluster of attention (the portable maximum on sm_90).
@@ -75,6 +85,42 @@ pub fn kernel(dtype: DType, d: usize, gm: usize, unroll: usize) -> Option<Kernel
             ("ATT_UNROLL", unroll.to_string()),
         ],
     })
+}
+
+/// The prefill attention kernel for a KV cache of `dtype`, head dim `d` and group instantiation
+/// `gm` (`kernels/attention_prefill.cu`, one variant per compile), or `None` for a non-float cache.
+pub fn prefill_kernel(dtype: DType, d: usize, gm: usize) -> Option<KernelRef> {
+    let suffix = dtype_suffix(dtype)?;
+    let ct = match dtype {
+        DType::BF16 => "BF16",
+        DType::F16 => "F16",
+        _ => "F32",
+    };
+    Some(KernelRef {
+        file: "attention_prefill.cu",
+        name: format!("attention_prefill_{suffix}_d{d}_g{gm}"),
+        defines: vec![
+            ("PA_SUFFIX", suffix.to_string()),
+            ("PA_CT", ct.to_string()),
+            ("PA_D", d.to_string()),
+            ("PA_GM", gm.to_string()),
+        ],
+    })
+}
+
+/// The tensor-core prefill attention kernel (`PA_MMA=1`) for a KV cache of `dtype`, head dim `d`
+/// and group instantiation `gm`, or `None` where it does not apply: a cache that is not 16-bit, or a
+/// head dim that is not a multiple of 16 up to 128.
+pub fn prefill_kernel_mma(dtype: DType, d: usize, gm: usize) -> Option<KernelRef> {
+    if !matches!(dtype, DType::BF16 | DType::F16) || !d.is_multiple_of(16) || d > 128 {
+        return None;
+    }
+    let mut k = prefill_kernel(dtype, d, gm)?;
+    k.name = k
+        .name
+        .replacen("attention_prefill_", "attention_prefill_mma_", 1);
+    k.defines.push(("PA_MMA", "1".to_string()));
+    Some(k)
 }
 
 /// The q and k an attention kernel reads: its own operands, or the inputs of the prologue folded
@@ -254,6 +300,175 @@ pub(super) fn lower(cx: &mut Cx<'_>, n: Value, scale: f32) -> Result<PlannedLaun
     );
     launch.absorbed = absorbed;
     Ok(launch)
+}
+
+/// Lowers attention node `n` over `T` tokens (`q [T, h, d]`, `k`, `v [T, kvh, d]`): the KV append
+/// of the chunk's rows, then the causal prefill attention.
+pub(super) fn lower_prefill(
+    cx: &mut Cx<'_>,
+    n: Value,
+    scale: f32,
+    out: &mut Vec<PlannedLaunch>,
+) -> Result<(), CudaError> {
+    let v = cx.view;
+    let (q, k, vv, pos) = (
+        v.operand(n, 0)?,
+        v.operand(n, 1)?,
+        v.operand(n, 2)?,
+        v.operand(n, 5)?,
+    );
+    for (what, x) in [("q", &q), ("k", &k), ("v", &vv)] {
+        v.expect(n, what, x, DType::F32)?;
+    }
+    v.expect(n, "position", &pos, DType::I32)?;
+    let cache = |slot: usize| -> Result<Operand, CudaError> {
+        let c = v.g.inputs(n.node)[slot];
+        let is_leaf =
+            v.g.node(c.node)
+                .is_some_and(|x| matches!(x.op, Op::KvCache { .. }));
+        if !is_leaf {
+            return Err(v.unsupported(
+                n,
+                format!(
+                    "operand {slot} ({}) must be a kv_cache leaf",
+                    v.mem.label(c)
+                ),
+            ));
+        }
+        v.operand(n, slot)
+    };
+    let (kc, vc) = (cache(3)?, cache(4)?);
+    if kc.dtype != vc.dtype {
+        return Err(v.unsupported(
+            n,
+            format!("k_cache {} and v_cache {} must share a dtype", kc.ty, vc.ty),
+        ));
+    }
+    let (t, h, d) = (q.ty.shape[0], q.ty.shape[1], q.ty.shape[2]);
+    let (ctx, kvh) = (kc.ty.shape[0], kc.ty.shape[1]);
+    let (dims, groups) = INSTANCES;
+    if !dims.contains(&d) {
+        return Err(v.unsupported(
+            n,
+            format!(
+                "head_dim {d} is not supported by the prefill attention kernel (supported: {dims:?})"
+            ),
+        ));
+    }
+    let group = h / kvh;
+    let gm = groups
+        .iter()
+        .copied()
+        .find(|&x| x >= group)
+        .ok_or_else(|| {
+            v.unsupported(
+                n,
+                format!("{group} query heads per KV head; the attention kernel supports at most 8"),
+            )
+        })?;
+    let suffix = dtype_suffix(kc.dtype)
+        .ok_or_else(|| v.unsupported(n, "the KV cache must be a float tensor"))?;
+    let csize = kc.dtype.size_bytes();
+    let row = kvh * d;
+    // k and v as they lie: contiguous, or slices of a split read in place (fusions).
+    let ins = v.g.inputs(n.node);
+    let mut absorbed: Vec<String> = Vec::new();
+    let mut strided = |x: Value, o: &Operand| -> Result<(Ptr, usize), CudaError> {
+        Ok(match cx.fusions.in_place(&v, x)? {
+            Some((p, ld, split)) => {
+                let d = v.describe(split);
+                if !absorbed.contains(&d) {
+                    absorbed.push(d);
+                }
+                (p, ld)
+            }
+            None => (o.ptr, row),
+        })
+    };
+    let (k_ptr, k_ld) = strided(ins[1], &k)?;
+    let (v_ptr, v_ld) = strided(ins[2], &vv)?;
+    let append = KvAppendParams {
+        k: k_ptr,
+        v: v_ptr,
+        kc: kc.ptr,
+        vc: vc.ptr,
+        pos: pos.ptr,
+        t: t as i32,
+        row: row as i32,
+        k_ld: k_ld as i32,
+        v_ld: v_ld as i32,
+        max_ctx: ctx as i32,
+        pad_: 0,
+    };
+    let blocks = (t * row)
+        .div_ceil(256)
+        .clamp(1, 8 * cx.target.facts.sm_count as usize);
+    let mut kv = cx.launch(
+        n,
+        KernelRef::plain("prefill.cu", format!("kv_append_{suffix}")),
+        (blocks as u32, 1, 1),
+        256,
+        0,
+        Params::KvAppend(append),
+        2 * t * row * (4 + csize),
+    )?;
+    kv.detail = format!("{t}x{row}");
+    kv.absorbed = absorbed;
+    out.push(kv);
+
+    let mma = (cx.tuning.prefill_att == PrefillAtt::Mma
+        && cx.target.facts.compute_capability.0 >= 8)
+        .then(|| prefill_kernel_mma(kc.dtype, d, gm))
+        .flatten();
+    let (kernel, smem) = match mma {
+        // Static shared memory only (k and v tiles, 36 KB at head_dim 128).
+        Some(k) => (k, 0),
+        None => (
+            prefill_kernel(kc.dtype, d, gm)
+                .ok_or_else(|| v.unsupported(n, "the KV cache must be a float tensor"))?,
+            prefill_attention_smem(d),
+        ),
+    };
+    let max_smem = cx.target.facts.smem_per_block_optin;
+    if smem > max_smem {
+        return Err(v.unsupported(
+            n,
+            format!(
+                "head_dim {d} needs {smem} bytes of shared memory in the prefill attention kernel; \
+                 the device allows {max_smem}"
+            ),
+        ));
+    }
+    let bq = PREFILL_ATT_ROWS as usize / gm;
+    let tiles = t.div_ceil(bq);
+    let params = PrefillAttentionParams {
+        q: q.ptr,
+        kc: kc.ptr,
+        vc: vc.ptr,
+        pos: pos.ptr,
+        out: v.output(n, 0)?,
+        t: t as i32,
+        h: h as i32,
+        kvh: kvh as i32,
+        max_ctx: ctx as i32,
+        q_ld: (h * d) as i32,
+        scale,
+    };
+    let mut launch = cx.launch(
+        n,
+        kernel,
+        (tiles as u32, kvh as u32, 1),
+        PREFILL_ATT_THREADS,
+        smem,
+        Params::PrefillAttention(params),
+        2 * t * h * d * 4,
+    )?;
+    // Every block of a KV head reads the cache rows up to its last token's: at most all rows
+    // up to the chunk's end, `tiles` times per KV head.
+    launch.bytes_per_kv_row = tiles * 2 * row * csize;
+    launch.detail = format!("t{t} h{h} kv{kvh} d{d}");
+    out.push(launch);
+    Ok(())
 }
 
 #[cfg(test)]

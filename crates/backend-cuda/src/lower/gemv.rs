@@ -80,12 +80,13 @@ pub(crate) fn operands(
     if let Some(r) = &resid {
         v.expect(n, "residual", r, DType::F32)?;
         // A row-broadcast bias `[n]` has the layout of one output row.
-        if r.ty.numel() != m * w.ty.shape[0] {
+        let cols = w.ty.shape[0];
+        if r.ty.numel() != m * cols && r.ty.numel() != cols {
             return Err(v.unsupported(
                 n,
                 format!(
-                    "the GEMV adds a residual of {} rows only; got {} for {m} rows",
-                    m, r.ty
+                    "the matmul adds a residual of {m} rows or one bias row; got {} for {m} rows",
+                    r.ty
                 ),
             ));
         }
@@ -176,17 +177,48 @@ fn gemv_bytes(g: &GemvOperands) -> usize {
         + if g.norm.is_some() { g.k * 4 } else { 0 }
 }
 
-/// Lowers matmul-family node `n`.
-pub(super) fn lower(cx: &mut Cx<'_>, n: Value) -> Result<PlannedLaunch, CudaError> {
-    let glu = cx.fusions.glu.contains(&n);
-    let swiglu_input = match cx.view.node(n)?.op {
+/// Whether matmul-family node `n` is a `fused_gated_mlp` whose gate/up producer already applied
+/// the SwiGLU (the GEMV epilogue of [`super::fusions`]).
+fn swiglu_input(cx: &Cx<'_>, n: Value) -> Result<bool, CudaError> {
+    Ok(match cx.view.node(n)?.op {
         Op::FusedGatedMlp => cx
             .fusions
             .glu
             .contains(&Value::of(cx.view.g.inputs(n.node)[0].node)),
         _ => false,
-    };
-    let g = operands(&cx.view, n, swiglu_input)?;
+    })
+}
+
+/// Lowers matmul-family node `n`: a cuBLAS GEMM for many rows ([`super::gemm`]), else a GEMV.
+pub(super) fn lower_any(
+    cx: &mut Cx<'_>,
+    n: Value,
+    out: &mut Vec<PlannedLaunch>,
+) -> Result<(), CudaError> {
+    let g = operands(&cx.view, n, swiglu_input(cx, n)?)?;
+    if super::gemm::uses_gemm(&g, cx.tuning) && !cx.fusions.glu.contains(&n) {
+        return super::gemm::lower(cx, n, &g, out);
+    }
+    out.push(lower(cx, n)?);
+    Ok(())
+}
+
+/// Lowers matmul-family node `n` to a GEMV.
+pub(super) fn lower(cx: &mut Cx<'_>, n: Value) -> Result<PlannedLaunch, CudaError> {
+    let glu = cx.fusions.glu.contains(&n);
+    let g = operands(&cx.view, n, swiglu_input(cx, n)?)?;
+    if let Some(r) = &g.resid {
+        if g.m > 1 && r.ty.numel() != g.m * g.rows {
+            return Err(cx.view.unsupported(
+                n,
+                format!(
+                    "the GEMV adds a residual of {} rows only; a bias {} broadcast over {} rows \
+                     needs the GEMM path (bf16 weights)",
+                    g.m, r.ty, g.m
+                ),
+            ));
+        }
+    }
     let argmax = cx.fusions.argmax.get(&n).copied();
     let variant = variant(&g, cx.target, cx.tuning, glu);
     if argmax.is_some() && variant != Variant::Staged {

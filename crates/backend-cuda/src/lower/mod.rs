@@ -16,8 +16,10 @@
 //! | embedding | [`embedding`] | `embedding_{dtype}` (embedding.cu) |
 //! | rms_norm, rope, fused_qk_norm_rope | [`norm`] | `rms_norm_f32`, `norm_rope_f32` (norm.cu) |
 //! | matmul, fused_rms_norm_matmul, fused_matmul_add, fused_gated_mlp | [`gemv`] | `gemv_*` (gemv.cu) |
+//! | the same over many rows (a prefill chunk), bf16 weights | [`gemm`] | `gemm_prologue_f32` (prefill.cu) + a cuBLAS GEMM |
 //! | add, mul, silu, split (not a view), concat | [`elementwise`] | `ew_*_f32`, `copy2d_u32` (elementwise.cu) |
 //! | attention | [`attention`] | `attention_{cache dtype}_d{head_dim}_g{group}` (attention.cu) |
+//! | attention over `T` tokens | [`attention`] | `kv_append_{cache dtype}` (prefill.cu) + `attention_prefill_{cache dtype}_d{head_dim}_g{group}` (attention_prefill.cu) |
 //! | argmax | [`argmax`] | `argmax_f32` (argmax.cu), or inside the LM head's GEMV |
 //!
 //! Leaves, constants, `reshape` and view `split`s cost no launch; the backend fusions of
@@ -29,6 +31,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod fusions;
+pub mod gemm;
 pub mod gemv;
 pub mod norm;
 mod prefetch;
@@ -189,6 +192,10 @@ pub(crate) struct Cx<'a> {
     rope: Vec<((Rotary, usize), Vec<f32>)>,
     token_limit: Option<usize>,
     max_context: Option<usize>,
+    /// What the GEMM operand scratch holds: the prologue (the x value, norm weight, `pro`, eps
+    /// bits, m, k) of the last GEMM prologue planned ([`gemm`] reuses it). The x is a graph value,
+    /// not an address: arena bytes are reused by later values.
+    pub(crate) gemm_operand: Option<(Value, Ptr, i32, u32, usize, usize)>,
 }
 
 impl Cx<'_> {
@@ -286,14 +293,18 @@ impl Cx<'_> {
             | Op::FusedRmsNormMatmul { .. }
             | Op::FusedRmsNormMatmulAdd { .. }
             | Op::FusedMatmulAdd
-            | Op::FusedGatedMlp => out.push(gemv::lower(self, n)?),
+            | Op::FusedGatedMlp => gemv::lower_any(self, n, out)?,
             op @ (Op::Add | Op::Mul | Op::Silu) => out.push(elementwise::lower(self, n, op)?),
             Op::Split { axis, sizes } => elementwise::split(self, n, *axis, sizes, out)?,
             Op::Concat { axis } => elementwise::concat(self, n, *axis, out)?,
             Op::Attention { scale } => {
                 let ctx = v.ty(v.g.inputs(n.node)[3])?.shape[0];
                 self.note_max_context(ctx);
-                out.push(attention::lower(self, n, *scale)?)
+                if v.ty(v.g.inputs(n.node)[0])?.shape.len() == 3 {
+                    attention::lower_prefill(self, n, *scale, out)?
+                } else {
+                    out.push(attention::lower(self, n, *scale)?)
+                }
             }
             Op::Argmax => out.push(argmax::lower(self, n)?),
         }
@@ -337,6 +348,7 @@ pub fn lower(g: &Graph, target: &Target<'_>, tuning: &Tuning) -> Result<Plan, Cu
         rope: Vec::new(),
         token_limit: None,
         max_context: None,
+        gemm_operand: None,
     };
     let mut launches = Vec::new();
     for &n in &memory.order {

@@ -9,7 +9,7 @@ use super::schedule::{schedule, Schedule};
 use crate::device::{CudaDevice, DevBuf, DevPtr};
 use crate::error::{CudaError, DriverContext};
 use crate::facts::KernelRef;
-use crate::launch::Launch;
+use crate::launch::{Launch, Work};
 use crate::params::{Params, PersistentError, PersistentInsn, PersistentParams, Ptr, Region};
 use crate::plan::Form;
 
@@ -140,7 +140,7 @@ impl PersistentExecutor {
             schedule.weight_bytes(),
         )?;
         launch.smem = smem;
-        launch.func = dev.function(&kernel, smem)?;
+        launch.work = Work::Kernel(dev.function(&kernel, smem)?);
         let mut results = Vec::new();
         for &r in g.results() {
             let ty = g

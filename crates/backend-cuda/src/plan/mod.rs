@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 pub use memory::{place_by_liveness, Form, LeafSlot, MemoryPlan, Place, Space, ALIGN};
 
 use crate::facts::{DeviceFacts, KernelRef};
-use crate::params::{Params, Ptr, Scratch};
+use crate::params::{GemmParams, Params, Ptr, Scratch};
 use crate::tuning::Tuning;
 
 /// One kernel launch of a step, every argument decided; pointers are symbolic
@@ -61,6 +61,20 @@ impl PlannedLaunch {
     /// Bytes this launch moves at decode position `position`.
     pub fn bytes_at(&self, position: usize) -> usize {
         self.bytes + self.bytes_per_kv_row * (position + 1)
+    }
+
+    /// The GEMM this entry runs through cuBLAS ([`crate::lower::gemm`]), or `None` for a kernel
+    /// launch.
+    pub fn gemm(&self) -> Option<&GemmParams> {
+        match &self.params {
+            Params::Gemm(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Whether this entry is a cuBLAS GEMM rather than a kernel of ours.
+    pub fn is_gemm(&self) -> bool {
+        self.gemm().is_some()
     }
 }
 
@@ -136,5 +150,23 @@ impl Plan {
     /// Bytes every launch of a step at `position` reads and writes.
     pub fn bytes_per_step(&self, position: usize) -> usize {
         self.launches.iter().map(|l| l.bytes_at(position)).sum()
+    }
+
+    /// Floating-point operations of the step's matmul-family nodes (`2 m n k` each, GEMMs and
+    /// GEMVs alike): the work a prefill's compute floor is measured against.
+    pub fn matmul_flops(&self) -> f64 {
+        self.launches
+            .iter()
+            .map(|l| match &l.params {
+                Params::Gemm(g) => g.flops(),
+                Params::Gemv(g) => 2.0 * l.grid.1 as f64 * g.n as f64 * g.k as f64,
+                _ => 0.0,
+            })
+            .sum()
+    }
+
+    /// cuBLAS GEMMs of a step.
+    pub fn gemm_count(&self) -> usize {
+        self.launches.iter().filter(|l| l.is_gemm()).count()
     }
 }

@@ -93,13 +93,16 @@ impl Plan {
                 format!("{} {}", l.kernel.name, l.detail)
             };
             let cluster = l.cluster.map_or("-".to_string(), dims);
+            // A cuBLAS GEMM has no grid, block or shared memory of ours.
+            let (grid, block, smem) = if l.is_gemm() {
+                ("-".to_string(), "-".to_string(), "-".to_string())
+            } else {
+                (dims(l.grid), l.block.0.to_string(), l.smem.to_string())
+            };
             let line = format!(
-                "{i:>4}  {:<6} {:<26} {kernel:<kernel_w$}  {:<11} {:>5} {:>7}  {cluster:<7}  {:>9}  {}",
+                "{i:>4}  {:<6} {:<26} {kernel:<kernel_w$}  {grid:<11} {block:>5} {smem:>7}  {cluster:<7}  {:>9}  {}",
                 l.node,
                 l.op,
-                dims(l.grid),
-                l.block.0,
-                l.smem,
                 human_bytes(l.bytes_at(0)),
                 l.absorbed.join(", ")
             );

@@ -5,15 +5,17 @@
 //! CSV or JSON.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use braid_backend_cuda::{measure_read_bandwidth, CudaDevice, CudaExecutor, ExecOptions};
+use braid_backend_cuda::{
+    measure_gemm_rate, measure_read_bandwidth, CudaDevice, CudaExecutor, ExecOptions,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::cli::{BenchArgs, BenchFormat, ProfileArgs};
-use crate::engine::DecodeBackend;
+use crate::engine::{DecodeBackend, PrefillMode};
 use crate::load::LoadedModel;
 use crate::pipeline::{self, BackendRequest, Device};
 use crate::ui;
@@ -128,14 +130,126 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "cpu"
         }
     ));
-    let (setup, rows) = match device {
+    let (setup, rows, prefill) = match device {
         Device::Cuda => {
             let dev = pipeline::open_gpu().context("--device cuda: no usable GPU")?;
-            bench_gpu(&dev, &model, args, max_context, &prompts, &gens)?
+            let (setup, rows) = bench_gpu(&dev, &model, args, max_context, &prompts, &gens)?;
+            let opts = pipeline::exec_options(!args.no_graph)?;
+            let prefill = bench_prefill_gpu(&dev, &model, args, opts, setup.read_bandwidth)?;
+            (setup, rows, prefill)
         }
-        _ => bench_cpu(&model, args, max_context, &prompts, &gens)?,
+        _ => {
+            let (setup, rows) = bench_cpu(&model, args, max_context, &prompts, &gens)?;
+            (setup, rows, None)
+        }
     };
-    print_rows(&setup, &rows, args.output_format())
+    print_rows(&setup, &rows, prefill.as_ref(), args.output_format())
+}
+
+/// How a prefill mode is named in bench output.
+fn mode_name(m: PrefillMode) -> String {
+    match m {
+        PrefillMode::Token => "token by token".into(),
+        PrefillMode::Batched { chunk } => format!("batched, chunks of at most {chunk}"),
+    }
+}
+
+/// One row of the prefill section.
+struct PrefillRow {
+    len: usize,
+    ttft: Duration,
+    flops: f64,
+    bytes: usize,
+}
+
+/// The prefill section, with the rates its floors are measured against.
+struct PrefillSection {
+    mode: String,
+    /// bf16 GEMM FLOP/s measured in this run (cuBLAS 8192^3).
+    gemm_rate: f64,
+    /// Read bandwidth (bytes/s) measured in this run.
+    bandwidth: f64,
+    rows: Vec<PrefillRow>,
+}
+
+impl PrefillSection {
+    /// `(compute floor ms, memory floor ms)` of a row.
+    fn floors(&self, r: &PrefillRow) -> (f64, f64) {
+        (
+            r.flops / self.gemm_rate * 1e3,
+            r.bytes as f64 / self.bandwidth * 1e3,
+        )
+    }
+}
+
+/// The prefill section on the GPU: for each `--prefill-lens` length, the median time of a whole
+/// prefill from an empty cache to the first generated token (one `DecodeBackend::prefill`, which
+/// ends with the 4-byte read of the greedy token), after one untimed run that also builds the
+/// chunk executors; against the compute floor (the prefill's matmul FLOPs at the bf16 GEMM rate
+/// measured now) and the memory floor (weights once plus the KV rows written, at the read
+/// bandwidth measured now). A backend of its own, sized for the longest prompt. `None` when every
+/// length is 0.
+fn bench_prefill_gpu(
+    dev: &CudaDevice,
+    model: &LoadedModel,
+    args: &BenchArgs,
+    opts: ExecOptions,
+    bandwidth: Option<f64>,
+) -> Result<Option<PrefillSection>> {
+    let lens: Vec<usize> = args
+        .prefill_lens
+        .iter()
+        .copied()
+        .filter(|&l| l > 0)
+        .collect();
+    let (Some(&longest), Some(bandwidth)) = (lens.iter().max(), bandwidth) else {
+        return Ok(None);
+    };
+    let req = BackendRequest {
+        device: Device::Cuda,
+        passes: &args.model.build.passes,
+        max_context: args
+            .model
+            .build
+            .max_context_or(&model.config, longest)?
+            .max(longest),
+        exec: opts,
+        prefill: args.prefill.mode(),
+    };
+    let mut backend = {
+        let _task = ui::Task::spinner("setting up the prefill steps");
+        pipeline::cuda_backend(dev, model, &req)?
+    };
+    let mut rows = Vec::new();
+    for &len in &lens {
+        let prompt = bench_prompt(len, model.config.vocab_size);
+        let (flops, bytes) = backend.prefill_cost(len)?;
+        // Token-by-token prefill of long prompts takes seconds: fewer repetitions.
+        let reps = if len >= 4096 { 3 } else { 7 };
+        let mut times = Vec::with_capacity(reps);
+        for r in 0..=reps {
+            backend.reset()?;
+            let start = Instant::now();
+            backend.prefill(&prompt, 0, false)?;
+            if r > 0 {
+                times.push(start.elapsed());
+            }
+        }
+        times.sort();
+        rows.push(PrefillRow {
+            len,
+            ttft: times[times.len() / 2],
+            flops,
+            bytes,
+        });
+    }
+    drop(backend);
+    Ok(Some(PrefillSection {
+        mode: mode_name(args.prefill.mode()),
+        gemm_rate: measure_gemm_rate(dev, 8192, 8192, 8192)?,
+        bandwidth,
+        rows,
+    }))
 }
 
 /// Every (prompt, gen) pair, in sweep order.
@@ -159,6 +273,7 @@ fn bench_cpu(
         passes: &args.model.build.passes,
         max_context,
         exec: ExecOptions::default(),
+        prefill: args.prefill.mode(),
     };
     let mut backend = {
         let _task = ui::Task::spinner("fusing the decode step and setting up the CPU backend");
@@ -198,10 +313,7 @@ fn bench_cpu(
 /// Seconds of `gen` greedy steps after prefilling `prompt` from a fresh cache.
 fn time_cpu(backend: &mut dyn DecodeBackend, prompt: &[u32], gen: usize) -> Result<f64> {
     backend.reset()?;
-    let mut tok = 0;
-    for (pos, &t) in prompt.iter().enumerate() {
-        tok = backend.step(t, pos, false)?.next_token;
-    }
+    let mut tok = backend.prefill(prompt, 0, false)?.next_token;
     let start = Instant::now();
     for pos in prompt.len()..prompt.len() + gen {
         tok = backend.step(tok, pos, false)?.next_token;
@@ -304,7 +416,12 @@ fn time_gpu(exec: &mut CudaExecutor, prompt: &[u32], gen: usize) -> Result<(f64,
 }
 
 /// Prints the rows as a Markdown table, CSV or a JSON array.
-fn print_rows(setup: &Setup, rows: &[Row], format: BenchFormat) -> Result<()> {
+fn print_rows(
+    setup: &Setup,
+    rows: &[Row],
+    prefill: Option<&PrefillSection>,
+    format: BenchFormat,
+) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let r = setup.repeat;
@@ -337,6 +454,21 @@ fn print_rows(setup: &Setup, rows: &[Row], format: BenchFormat) -> Result<()> {
                 o
             })
             .collect();
+        let mut items = items;
+        if let Some(p) = prefill {
+            for r in &p.rows {
+                let (c, m) = p.floors(r);
+                let ms = r.ttft.as_secs_f64() * 1e3;
+                items.push(serde_json::json!({
+                    "kind": "prefill", "model": setup.model, "device": setup.device,
+                    "prefill_mode": p.mode, "prompt_len": r.len, "ttft_ms": ms,
+                    "tok_per_s": r.len as f64 / (ms * 1e-3), "matmul_flops": r.flops,
+                    "bytes": r.bytes, "gemm_flops_per_s": p.gemm_rate,
+                    "compute_floor_ms": c, "compute_floor_fraction": c / ms,
+                    "memory_floor_ms": m, "memory_floor_fraction": m / ms,
+                }));
+            }
+        }
         writeln!(out, "{}", serde_json::Value::Array(items))?;
         return Ok(out.flush()?);
     }
@@ -438,6 +570,26 @@ fn print_rows(setup: &Setup, rows: &[Row], format: BenchFormat) -> Result<()> {
                 )?;
                 writeln!(out, "tuning {}", setup.tuning)?;
             }
+            if let Some(p) = prefill {
+                writeln!(
+                    out,
+                    "\nprefill: {}; GEMM rate {:.1} TFLOP/s (cuBLAS bf16 8192x8192x8192, measured now)",
+                    p.mode,
+                    p.gemm_rate / 1e12
+                )?;
+                for r in &p.rows {
+                    let (c, m) = p.floors(r);
+                    let ms = r.ttft.as_secs_f64() * 1e3;
+                    writeln!(
+                        out,
+                        "prefill {:<8} TTFT {ms:.2} ms, {:.0} tok/s; compute floor {c:.3} ms ({:.1}%), memory floor {m:.3} ms ({:.1}%)",
+                        r.len,
+                        r.len as f64 / (ms * 1e-3),
+                        100.0 * c / ms,
+                        100.0 * m / ms
+                    )?;
+                }
+            }
         }
     }
     Ok(out.flush()?)
@@ -459,7 +611,8 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
         "braid profile times CUDA kernels and needs an NVIDIA GPU (none is usable here)",
     )?;
     let opts = pipeline::exec_options(false)?;
-    let needed = args.steps.saturating_add(1);
+    let tokens = args.prefill.map(|t| t as usize);
+    let needed = args.steps.saturating_add(1).max(tokens.unwrap_or(0));
     let max_context = match args.model.build.max_context {
         Some(_) => args.model.build.max_context(&model.config)?,
         None => args
@@ -481,7 +634,26 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
         ));
         pipeline::cuda_executor(&dev, &model, &args.model.build.passes, max_context, opts)?
     };
-    let profile = exec.profile(args.steps)?;
+    let profile = match tokens {
+        None => exec.profile(args.steps)?,
+        Some(t) => {
+            let steps = pipeline::StepGraphs::new(
+                &model,
+                &args.model.build.passes,
+                max_context,
+                pipeline::kv_dtype(true),
+            );
+            let g = steps.graph(t, false)?;
+            let mut pf = CudaExecutor::new_sharing(&dev, &g, model.weights()?, &exec, opts)
+                .context("setting up the CUDA prefill step")?;
+            let prompt = bench_prompt(t, model.config.vocab_size);
+            ui::info(&format!(
+                "prefill step over {t} tokens (from position 0), {} repetitions",
+                args.steps
+            ));
+            pf.profile_prefill(&prompt, 0, args.steps)?
+        }
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     writeln!(

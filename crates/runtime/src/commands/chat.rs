@@ -46,6 +46,7 @@ pub fn chat(args: &ChatArgs) -> Result<()> {
         passes: &args.model.build.passes,
         max_context: args.model.build.max_context(&model.config)?,
         exec: crate::pipeline::exec_options(!args.no_graph)?,
+        prefill: Default::default(),
     };
     let mut session = Session::new(open_backend(&model, &request)?);
     let max_context = session.backend().max_context();

@@ -134,6 +134,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         passes: &args.model.build.passes,
         max_context,
         exec: crate::pipeline::exec_options(!args.no_graph)?,
+        prefill: args.prefill.mode(),
     };
     let tokenizer = model.tokenizer()?;
     ui::info(&format!(
@@ -154,7 +155,10 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
                 "CPU"
             }
         ));
-        open_backend(&model, &request)?
+        let mut backend = open_backend(&model, &request)?;
+        // Set-up (a batched prefill's chunk steps) is not part of the prefill time or the TTFT.
+        backend.warm_prefill(prompt.len())?;
+        backend
     };
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
@@ -221,6 +225,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             "stop_reason": stop_reason,
             "timings": {
                 "prefill_ms": stats.prefill.as_secs_f64() * 1e3,
+                "ttft_ms": stats.ttft.as_secs_f64() * 1e3,
                 "decode_ms": stats.decode.as_secs_f64() * 1e3,
                 "decode_steps": stats.decode_steps,
                 "decode_tok_per_s": stats.decode_tok_per_s(),
@@ -233,10 +238,15 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     out.flush().context("writing to stdout")?;
     if args.stats {
         ui::eprint_line(&format!(
-            "[{}] prompt {} tokens in {:.1} ms; generated {} tokens in {:.1} ms ({:.1} tok/s){}",
+            "[{}] prompt {} tokens in {:.1} ms ({} prefill; first token after {:.1} ms); generated {} tokens in {:.1} ms ({:.1} tok/s){}",
             backend.name(),
             stats.prompt_tokens,
             stats.prefill.as_secs_f64() * 1e3,
+            match args.prefill.mode() {
+                crate::engine::PrefillMode::Token => "token-by-token",
+                crate::engine::PrefillMode::Batched { .. } => "batched",
+            },
+            stats.ttft.as_secs_f64() * 1e3,
             stats.generated_tokens,
             stats.decode.as_secs_f64() * 1e3,
             stats.decode_tok_per_s(),

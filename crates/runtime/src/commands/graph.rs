@@ -33,14 +33,20 @@ fn write_stdout(text: &str) -> Result<()> {
         .context("writing to stdout")
 }
 
-/// `braid graph`: lower the model's decode step, run passes, print.
+/// `braid graph`: lower the model's decode step (or, with `--prefill T`, its prefill step over `T`
+/// tokens), run passes, print.
 pub fn graph(args: &GraphArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.model)?;
     let max_context = args.model.build.max_context(&model.config)?;
     ui::info(&format!("model {}", model.summary()));
-    let mut g = model.lower(max_context, braid_ir::DType::F32)?;
+    let opts = args.step.options(max_context, braid_ir::DType::F32);
+    let mut g = model.lower_with(opts)?;
     {
-        let _task = ui::Task::spinner("fusing the decode step");
+        let _task = ui::Task::spinner(if opts.tokens > 1 {
+            "fusing the prefill step"
+        } else {
+            "fusing the decode step"
+        });
         run_passes(
             &mut g,
             &args.model.build.passes,

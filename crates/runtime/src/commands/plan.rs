@@ -8,16 +8,16 @@ use crate::cli::PlanArgs;
 use crate::load::LoadedModel;
 use crate::pipeline;
 
-/// Lowers the model's fused decode step (bf16 KV cache, as on the GPU) for the chosen device and
-/// prints the plan ([`braid_backend_cuda::Plan::text`]).
+/// Lowers the model's fused decode step (or, with `--prefill T`, its prefill step) with a bf16 KV
+/// cache, as on the GPU, for the chosen device and prints the plan
+/// ([`braid_backend_cuda::Plan::text`]).
 pub fn plan(args: &PlanArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model.model)?;
-    let g = pipeline::fused_graph(
-        &model,
-        &args.model.build.passes,
+    let opts = args.step.options(
         args.model.build.max_context(&model.config)?,
         pipeline::kv_dtype(true),
-    )?;
+    );
+    let g = pipeline::fused_step_graph(&model, &args.model.build.passes, opts)?;
     let tuning = pipeline::tuning()?;
     let plan = match args.device_facts.as_str() {
         "live" => {

@@ -240,6 +240,7 @@ fn engine_main(
         passes: &config.passes,
         max_context,
         exec: config.exec,
+        prefill: Default::default(),
     };
     let (info, backend) = match model_info(&model, &config, max_context)
         .and_then(|info| Ok((info, open_backend(&model, &request)?)))
