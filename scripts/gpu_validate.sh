@@ -20,8 +20,8 @@ run() { echo "\$ $*" >> "$S"; "$@" > "$LOG/last.txt" 2>&1; local rc=$?; cat "$LO
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$S"
 make_q06
 tail -1 "$LOG/make_q06.txt" >> "$S"
-TAIL=4 run "$BRAID" check --model "$CK/q06" --device cuda --passes default
-TAIL=4 run "$BRAID" check --model "$CK/q06" --device cuda --passes none
+TAIL=7 run "$BRAID" check --model "$CK/q06" --device cuda --passes default
+TAIL=7 run "$BRAID" check --model "$CK/q06" --device cuda --passes none
 for i in 1 2 3; do
   for b in "$BRAID" ${BRAID_OLD:+"$BRAID_OLD"}; do
     echo "== bench $b (round $i)" >> "$S"
@@ -46,7 +46,7 @@ fi
 [ "${1:-}" = quick ] && { cat "$S"; exit $status; }
 [ -d "$CK/q17" ] || python3 scripts/make_checkpoint.py --out "$CK/q17" --positions 288 --layers 28 --hidden 2048 \
   --heads 16 --kv-heads 8 --head-dim 128 --intermediate 6144 --untied > "$LOG/make_q17.txt" 2>&1
-TAIL=4 run "$BRAID" check --model "$CK/q17" --device cuda --passes default
+TAIL=7 run "$BRAID" check --model "$CK/q17" --device cuda --passes default
 TAIL=12 run "$BRAID" profile --model "$CK/q06" --passes default --steps 128
 cat "$S"
 exit $status
