@@ -110,10 +110,34 @@ fn qwen2_5_0_5b_plan_from_its_config() {
 }
 
 fn prefill_plan(model: &str, tokens: usize, tuning: &Tuning) -> Plan {
-    let model = LoadedModel::load(model).expect("model");
+    prefill_plan_with(model, "default", tokens, tuning)
+        .unwrap_or_else(|e| panic!("prefill plan of {model}: {e}"))
+}
+
+fn prefill_plan_with(
+    model: &str,
+    passes: &str,
+    tokens: usize,
+    tuning: &Tuning,
+) -> Result<Plan, String> {
+    let model = LoadedModel::load(model).map_err(|e| format!("{e:#}"))?;
     let opts = LowerOptions::decode(1024, DType::BF16).with_tokens(tokens, false);
-    let g = fused_step_graph(&model, "default", opts).expect("fused prefill graph");
-    lower(&g, &Target::h200(), tuning).expect("plan")
+    let g = fused_step_graph(&model, passes, opts).map_err(|e| format!("{e:#}"))?;
+    lower(&g, &Target::h200(), tuning).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_fixture_family_plans_its_prefill_step_fused_and_unfused() {
+    // Unfused, Qwen2's (and attention_bias Llama's) projection biases are `add(x [T, n], bias
+    // [n])` nodes: one row broadcast over the chunk, which the elementwise kernel must accept.
+    for name in ["tiny-qwen3", "tiny-qwen2", "tiny-llama", "tiny-llama-bias"] {
+        let dir = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        for passes in ["none", "default"] {
+            let p = prefill_plan_with(&dir, passes, 8, &Tuning::default())
+                .unwrap_or_else(|e| panic!("{name} --passes {passes}: {e}"));
+            assert!(p.gemm_count() > 0, "{name} --passes {passes}: no GEMM");
+        }
+    }
 }
 
 #[test]

@@ -433,6 +433,24 @@ fn elementwise_split_and_concat() {
 
 #[test]
 #[ignore = "needs an NVIDIA GPU; run on the device machine"]
+fn add_broadcasts_a_bias_row_over_a_prefill_chunk() {
+    // Qwen2's unfused q/k/v bias over a prefill chunk: add(x [T, n], bias [n]).
+    let mut rng = Rng::new(11);
+    let mut g = Graph::new();
+    let mut w = Weights::new();
+    let x = f32_input(&mut g, "x", &[7, 96]);
+    let bias = weight(&mut g, &mut w, &mut rng, "bias", DType::BF16, &[96], 1.0);
+    let y = op(&mut g, Op::Add, &[x, bias]);
+    let z = op(&mut g, Op::Mul, &[y, bias]);
+    g.set_results(vec![y, z]);
+    let steps: Vec<Step> = (0..2)
+        .map(|_| vec![("x".into(), rand_tensor(&mut rng, &[7, 96], 2.0))])
+        .collect();
+    check("add / mul of a bias row over 7 rows", &g, &w, &steps, TOL);
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run on the device machine"]
 fn rope_and_fused_qk_norm_rope_read_the_position_from_the_device() {
     let mut rng = Rng::new(6);
     let positions = [0, 1, 7, 1000, 40_000];

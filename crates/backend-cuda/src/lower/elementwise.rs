@@ -16,7 +16,8 @@ fn blocks(cx: &Cx<'_>, len: usize) -> u32 {
         .clamp(1, 8 * cx.target.facts.sm_count as usize) as u32
 }
 
-/// `add`, `mul` (two f32 operands of one shape) or `silu` (one).
+/// `add`, `mul` (two f32 operands of one shape, or `b` one row `[n]` broadcast over `a [T, n]`) or
+/// `silu` (one).
 pub(super) fn lower(cx: &mut Cx<'_>, n: Value, op: &Op) -> Result<PlannedLaunch, CudaError> {
     let v = cx.view;
     let a = v.operand(n, 0)?;
@@ -26,11 +27,14 @@ pub(super) fn lower(cx: &mut Cx<'_>, n: Value, op: &Op) -> Result<PlannedLaunch,
         Op::Add | Op::Mul => {
             let b = v.operand(n, 1)?;
             v.expect(n, "b", &b, DType::F32)?;
-            if b.ty.numel() != len {
+            // The IR's rule: b has a's shape, or is one row `[n]` repeated over a's rows (a
+            // projection bias over a prefill chunk); the kernel reads `b[i % nb]`.
+            let row = a.ty.shape.last().copied().unwrap_or(1);
+            if b.ty.numel() != len && b.ty.shape != [row] {
                 return Err(v.unsupported(
                     n,
                     format!(
-                        "elementwise operands must have one shape, got {} and {}",
+                        "elementwise operands must have one shape, or b one row of a, got {} and {}",
                         a.ty, b.ty
                     ),
                 ));
