@@ -31,6 +31,17 @@ pub enum Device {
     Cuda,
 }
 
+impl Device {
+    /// `auto`, `cpu` or `cuda`, as `--device` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
 /// What the caller wants from a backend.
 #[derive(Clone, Copy, Debug)]
 pub struct BackendRequest<'a> {

@@ -106,13 +106,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .flat_map(|p| gens.iter().map(move |g| p.saturating_add(*g)))
         .max()
         .unwrap_or(0);
-    let max_context = match args.model.build.max_context {
-        Some(_) => args.model.build.max_context(&model.config)?,
-        None => args
-            .model
-            .build
-            .max_context_or(&model.config, longest.max(crate::cli::DEFAULT_MAX_CONTEXT))?,
-    };
+    // An explicit --max-context wins; otherwise at least what the run needs.
+    let max_context = args
+        .model
+        .build
+        .max_context_or(&model.config, longest.max(crate::cli::DEFAULT_MAX_CONTEXT))?;
     if longest > max_context {
         bail!(
             "--prompt-len {} + --gen {} = {longest} positions exceed --max-context {max_context}",
@@ -121,15 +119,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         );
     }
     let device = crate::commands::generate::resolve_device(args.device);
-    ui::info(&format!(
-        "model {} on {}",
-        model.summary(),
-        if device == Device::Cuda {
-            "cuda"
-        } else {
-            "cpu"
-        }
-    ));
+    ui::info(&format!("model {} on {}", model.summary(), device.name()));
     let (setup, rows, prefill) = match device {
         Device::Cuda => {
             let dev = pipeline::open_gpu().context("--device cuda: no usable GPU")?;
@@ -613,13 +603,11 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
     let opts = pipeline::exec_options(false)?;
     let tokens = args.prefill.map(|t| t as usize);
     let needed = args.steps.saturating_add(1).max(tokens.unwrap_or(0));
-    let max_context = match args.model.build.max_context {
-        Some(_) => args.model.build.max_context(&model.config)?,
-        None => args
-            .model
-            .build
-            .max_context_or(&model.config, needed.max(crate::cli::DEFAULT_MAX_CONTEXT))?,
-    };
+    // An explicit --max-context wins; otherwise at least what the run needs.
+    let max_context = args
+        .model
+        .build
+        .max_context_or(&model.config, needed.max(crate::cli::DEFAULT_MAX_CONTEXT))?;
     if needed > max_context {
         bail!(
             "--steps {} needs {needed} KV-cache rows, more than --max-context {max_context}",

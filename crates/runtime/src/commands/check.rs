@@ -19,7 +19,7 @@ use crate::cli::CheckArgs;
 use crate::commands::generate::resolve_device;
 use crate::engine::{prefill_by_token, DecodeBackend, PrefillMode};
 use crate::load::LoadedModel;
-use crate::pipeline::{open_backend, BackendRequest, Device};
+use crate::pipeline::{open_backend, BackendRequest};
 use crate::reference::{compare, summarize, Reference, Summary};
 use crate::ui;
 
@@ -135,15 +135,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         exec: crate::pipeline::exec_options(!args.no_graph)?,
         prefill,
     };
-    ui::info(&format!(
-        "model {} on {}",
-        model.summary(),
-        if device == Device::Cuda {
-            "cuda"
-        } else {
-            "cpu"
-        }
-    ));
+    ui::info(&format!("model {} on {}", model.summary(), device.name()));
     let mut backend = {
         let _task = ui::Task::spinner("fusing the decode step and setting up the backend");
         open_backend(&model, &req)?

@@ -137,15 +137,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         prefill: args.prefill.mode(),
     };
     let tokenizer = model.tokenizer()?;
-    ui::info(&format!(
-        "model {} on {}",
-        model.summary(),
-        if device == Device::Cuda {
-            "cuda"
-        } else {
-            "cpu"
-        }
-    ));
+    ui::info(&format!("model {} on {}", model.summary(), device.name()));
     let mut backend = {
         let _task = ui::Task::spinner(&format!(
             "fusing the decode step and setting up the {} backend",
