@@ -35,6 +35,11 @@
 // accumulators, the causal mask and online softmax on them (a row's 64 scores sit in the 4 lanes of
 // one quad), then P (rounded to f16, already in A-fragment layout) times V into f32 accumulators.
 // The f16 roundings of q and p are the differences from the f32 kernel (~1e-3 relative).
+// KV splits (grid z = nsp, one thread-block cluster of nsp <= 8 blocks, sm_90+): a chunk has too few
+// 64-row tiles to fill the GPU (Qwen3-0.6B, 512 tokens: 128 blocks of 4 warps on 132 SMs), so the
+// nsp blocks of a tile each walk an equal share of its key tiles and merge their partial rows
+// through distributed shared memory, as FlashDecoding splits the keys of one query. The merge is
+// fixed arithmetic in split order: the result does not depend on timing.
 
 #include "common.cuh"
 
@@ -305,8 +310,12 @@ __device__ __forceinline__ void prefill_attention_mma(const PrefillAttentionPara
     static_assert(D % 16 == 0 && D <= 128, "the tensor-core kernel takes head_dim 16..128");
     static_assert(sizeof(typename CT::T) == 2, "the tensor-core kernel takes 16-bit caches");
     typedef typename CT::T T;
-    __shared__ __align__(16) u16 sk[BK * KS];
-    __shared__ __align__(16) u16 svt[D * VS];
+    // The k and v tiles; after the last tile, in a KV-split cluster, this split's partial rows.
+    constexpr int TILE_BYTES = (BK * KS + D * VS) * 2;
+    constexpr int PART_BYTES = (PA_ROWS * D + 2 * PA_ROWS) * 4;
+    __shared__ __align__(16) unsigned char smem[TILE_BYTES > PART_BYTES ? TILE_BYTES : PART_BYTES];
+    u16* sk = reinterpret_cast<u16*>(smem);
+    u16* svt = sk + BK * KS;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int gq = lane >> 2, tq = lane & 3;
@@ -351,7 +360,10 @@ __device__ __forceinline__ void prefill_attention_mma(const PrefillAttentionPara
     float m0 = -BRAID_INF, m1 = -BRAID_INF, l0 = 0.0f, l1 = 0.0f;
     const int last_key = pos + t0 + ntok - 1;
     const int ntiles = last_key / BK + 1;
-    for (int kt = 0; kt < ntiles; ++kt) {
+    // KV split `sp` of `nsp` (grid z, one cluster): an equal share of the key tiles.
+    const int nsp = gridDim.z, sp = blockIdx.z;
+    const int kt_end = (int)(((long long)ntiles * (sp + 1)) / nsp);
+    for (int kt = (int)(((long long)ntiles * sp) / nsp); kt < kt_end; ++kt) {
         const int k0 = kt * BK;
         __syncthreads();  // the previous tile's k and v are no longer read
         // k rows as f16 [key][d]: consecutive threads take consecutive 16-byte chunks of a row.
@@ -459,6 +471,50 @@ __device__ __forceinline__ void prefill_attention_mma(const PrefillAttentionPara
         }
     }
 
+    if (nsp > 1) {
+        // Every split leaves its unnormalised rows (acc, m, l) in shared memory; after a cluster
+        // barrier, split sp merges rows sp * 64 / nsp .. of all splits through distributed shared
+        // memory: out = sum_s 2^(m_s - M) acc_s / sum_s 2^(m_s - M) l_s, M = max_s m_s. A split
+        // without tiles has m = -inf and weighs nothing; every real row's key 0 is in some split.
+        float* part = reinterpret_cast<float*>(smem);  // [PA_ROWS][D]
+        float* pm = part + PA_ROWS * D;                // [PA_ROWS]
+        float* pl = pm + PA_ROWS;                      // [PA_ROWS]
+        __syncthreads();                               // the last tile is no longer read
+#pragma unroll
+        for (int j = 0; j < ND; ++j) {
+            *reinterpret_cast<float2*>(part + r0 * D + j * 8 + 2 * tq) = make_float2(o[j][0], o[j][1]);
+            *reinterpret_cast<float2*>(part + r1 * D + j * 8 + 2 * tq) = make_float2(o[j][2], o[j][3]);
+        }
+        if (tq == 0) {
+            pm[r0] = m0;
+            pl[r0] = l0;
+            pm[r1] = m1;
+            pl[r1] = l1;
+        }
+        cluster_sync();
+        const int rb = sp * PA_ROWS / nsp, re = (sp + 1) * PA_ROWS / nsp;
+        for (int i = tid; i < (re - rb) * D; i += PA_THREADS) {
+            const int r = rb + i / D, e = i % D;
+            if (r >= rows) break;  // rows past the chunk's end are padding (and i only grows)
+            float mv[8], M = -BRAID_INF;
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                mv[u] = u < nsp ? ld_cluster_f32(pm + r, u) : -BRAID_INF;
+                M = fmaxf(M, mv[u]);
+            }
+            float num = 0.0f, den = 0.0f;
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                if (mv[u] == -BRAID_INF) continue;
+                const float c = exp2f(mv[u] - M);
+                num += c * ld_cluster_f32(part + r * D + e, u);
+                den += c * ld_cluster_f32(pl + r, u);
+            }
+            p.out[((size_t)(t0 + r / g) * p.h + kh * g + r % g) * D + e] = num / den;
+        }
+        cluster_sync();  // every split's shared memory stays alive until its peers have read it
+        return;
+    }
     if (r0 < rows) {
         const float inv = 1.0f / l0;
         float* out = p.out + ((size_t)(t0 + r0 / g) * p.h + kh * g + r0 % g) * D;

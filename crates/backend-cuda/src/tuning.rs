@@ -99,6 +99,10 @@ pub struct Tuning {
     pub split_in_place: bool,
     /// `BRAID_PREFILL_ATT`: see [`PrefillAtt`].
     pub prefill_att: PrefillAtt,
+    /// `BRAID_PREFILL_ATT_SPLITS`: KV splits of the tensor-core prefill attention, merged inside
+    /// a thread-block cluster (1-8; default: enough for two blocks per multiprocessor, at most one
+    /// per 64-row key tile of the chunk; `1` is one block per query tile, as before).
+    pub prefill_att_splits: Option<usize>,
 }
 
 impl Default for Tuning {
@@ -119,12 +123,13 @@ impl Default for Tuning {
             gemm_min_rows: 2,
             split_in_place: true,
             prefill_att: PrefillAtt::Mma,
+            prefill_att_splits: None,
         }
     }
 }
 
 /// The environment variable of every knob, in the order [`Tuning::entries`] lists them.
-pub const KNOBS: [&str; 15] = [
+pub const KNOBS: [&str; 16] = [
     "BRAID_GEMV_KERNEL",
     "BRAID_GEMV_ROWS2",
     "BRAID_GEMV_BLOCKS_PER_SM",
@@ -140,6 +145,7 @@ pub const KNOBS: [&str; 15] = [
     "BRAID_GEMM_MIN_ROWS",
     "BRAID_SPLIT_IN_PLACE",
     "BRAID_PREFILL_ATT",
+    "BRAID_PREFILL_ATT_SPLITS",
 ];
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -207,6 +213,7 @@ impl Tuning {
                 _ => Err("mma or simt".to_string()),
             }
             .map(|x| self.prefill_att = x),
+            "BRAID_PREFILL_ATT_SPLITS" => parse_opt(v, 1, 8).map(|x| self.prefill_att_splits = x),
             _ => {
                 return Err(format!(
                     "unknown tuning knob {name} (known: {})",
@@ -251,6 +258,7 @@ impl Tuning {
                 PrefillAtt::Mma => "mma".to_string(),
                 PrefillAtt::Simt => "simt".to_string(),
             },
+            opt(self.prefill_att_splits),
         ];
         KNOBS.into_iter().zip(values).collect()
     }

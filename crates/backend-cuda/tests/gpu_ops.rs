@@ -816,8 +816,14 @@ fn prefill_gemms_match_the_interpreter() {
 
 /// Prefill attention (`kv_append` + `attention_prefill`) over chunks of `t` tokens that follow
 /// each other in the cache (the second and later chunks attend over the earlier ones), for a
-/// cache dtype and a GQA shape, with rope'd q/k through `fused_qk_norm_rope` on `[t, heads, d]`.
-fn prefill_attention_case(t: usize, h: usize, kv: usize, d: usize, cache: DType, chunks: usize) {
+/// cache dtype and a GQA shape, with rope'd q/k through `fused_qk_norm_rope` on `[t, heads, d]`;
+/// the tensor-core kernel also with each of `splits` KV splits (`BRAID_PREFILL_ATT_SPLITS`).
+fn prefill_attention_case(
+    (t, h, kv, d): (usize, usize, usize, usize),
+    cache: DType,
+    chunks: usize,
+    splits: &[usize],
+) {
     let mut rng = Rng::new(200 + (t * d + h) as u64);
     let mut g = Graph::new();
     let mut w = Weights::new();
@@ -875,8 +881,23 @@ fn prefill_attention_case(t: usize, h: usize, kv: usize, d: usize, cache: DType,
         })
         .collect();
     let label = format!("prefill attention {chunks} x {t} tokens, h{h} kv{kv} d{d}, cache {cache}");
-    // The default picks the tensor-core kernel where it applies (16-bit caches, d <= 128).
+    // The default picks the tensor-core kernel where it applies (16-bit caches, d <= 128), with
+    // KV splits where the chunk has too few query tiles to fill the GPU.
     check(&label, &g, &w, &steps, TOL_ATTENTION_MMA);
+    for &s in splits {
+        let fixed = Tuning {
+            prefill_att_splits: Some(s),
+            ..Tuning::default()
+        };
+        check_with(
+            &format!("{label}, {s} KV splits"),
+            &g,
+            &w,
+            &steps,
+            TOL_ATTENTION_MMA,
+            fixed,
+        );
+    }
     let simt = Tuning {
         prefill_att: braid_backend_cuda::tuning::PrefillAtt::Simt,
         ..Tuning::default()
@@ -895,16 +916,18 @@ fn prefill_attention_case(t: usize, h: usize, kv: usize, d: usize, cache: DType,
 #[ignore = "needs an NVIDIA GPU; run on the device machine"]
 fn prefill_attention_matches_the_interpreter() {
     // Qwen3-0.6B (g 2) in every cache dtype; a chunk that is not a multiple of a block's tokens.
-    prefill_attention_case(64, 16, 8, 128, DType::BF16, 3);
-    prefill_attention_case(100, 16, 8, 128, DType::F16, 2);
-    prefill_attention_case(37, 16, 8, 128, DType::F32, 2);
+    // The default splits: 1 at 64 and 100 tokens, 4 at 512; 2, 3 (tiles not a multiple of the
+    // splits) and 8 (more splits than some query tiles have key tiles) fixed.
+    prefill_attention_case((64, 16, 8, 128), DType::BF16, 3, &[3, 8]);
+    prefill_attention_case((100, 16, 8, 128), DType::F16, 2, &[2]);
+    prefill_attention_case((37, 16, 8, 128), DType::F32, 2, &[]);
     // GQA groups 1, 4 and 8; head dims 64, 256 and 16; two tokens; a long chunk.
-    prefill_attention_case(50, 8, 8, 64, DType::BF16, 2);
-    prefill_attention_case(33, 32, 8, 128, DType::BF16, 2);
-    prefill_attention_case(20, 16, 2, 256, DType::BF16, 2);
-    prefill_attention_case(9, 4, 2, 16, DType::BF16, 3);
-    prefill_attention_case(2, 16, 8, 128, DType::BF16, 4);
-    prefill_attention_case(512, 16, 8, 128, DType::BF16, 2);
+    prefill_attention_case((50, 8, 8, 64), DType::BF16, 2, &[]);
+    prefill_attention_case((33, 32, 8, 128), DType::BF16, 2, &[8]);
+    prefill_attention_case((20, 16, 2, 256), DType::BF16, 2, &[]);
+    prefill_attention_case((9, 4, 2, 16), DType::BF16, 3, &[2]);
+    prefill_attention_case((2, 16, 8, 128), DType::BF16, 4, &[]);
+    prefill_attention_case((512, 16, 8, 128), DType::BF16, 2, &[1, 3, 8]);
 }
 
 /// A prefill chunk's attention block as the passes leave it: the packed q/k/v rows `[T, n]` split
