@@ -11,7 +11,7 @@
 #   - braid generate --stats with both prefill modes (the texts must be equal; a near-tie flip is
 #     possible with random weights and is reported, not failed);
 # and a few prefill knobs on 0.6B: the f32 prefill attention instead of the tensor-core one
-# (BRAID_PREFILL_ATT=simt, checked too), chunks of 1024, BRAID_SPLIT_IN_PLACE=0, GEMMs from 16 rows. If GPU_TEST_BINS names a
+# (BRAID_PREFILL_ATT=simt, checked too), chunks of 512, BRAID_SPLIT_IN_PLACE=0, GEMMs from 16 rows. If GPU_TEST_BINS names a
 # directory holding test binaries built on the development machine (cargo test --release
 # --no-run; copy target/release/deps/{gpu_ops,gpu_prefill,gpu_decode}-*), their ignored GPU tests
 # run too. Logs go to $OUT (or ./gpu-logs); a table of the prefill rows is printed last.
@@ -59,10 +59,10 @@ for m in "${models[@]}"; do
   fi
 done
 
-# Knobs, 0.6B: the f32 attention kernel, chunks of 1024, the in-place q/k/v split off, GEMMs only
+# Knobs, 0.6B: the f32 attention kernel, chunks of 512, the in-place q/k/v split off, GEMMs only
 # from 16 rows.
 run env BRAID_PREFILL_ATT=simt "$BRAID" check --model "$CK/q06" --device cuda --passes default
-for v in "BRAID_PREFILL_ATT=simt" "--prefill-chunk 1024" "BRAID_SPLIT_IN_PLACE=0" "BRAID_GEMM_MIN_ROWS=16"; do
+for v in "BRAID_PREFILL_ATT=simt" "--prefill-chunk 512" "BRAID_SPLIT_IN_PLACE=0" "BRAID_GEMM_MIN_ROWS=16"; do
   case "$v" in --*) env_set=""; flag="$v";; *) env_set="$v"; flag="";; esac
   out="$LOG/bench_prefill_knob_$(echo "$v" | tr ' =' '__').txt"
   env $env_set "$BRAID" bench --model "$CK/q06" --device cuda --passes default --prompt-len 128 --gen 32 \
