@@ -492,25 +492,46 @@ __device__ __forceinline__ void prefill_attention_mma(const PrefillAttentionPara
             pl[r1] = l1;
         }
         cluster_sync();
-        const int rb = sp * PA_ROWS / nsp, re = (sp + 1) * PA_ROWS / nsp;
-        for (int i = tid; i < (re - rb) * D; i += PA_THREADS) {
-            const int r = rb + i / D, e = i % D;
-            if (r >= rows) break;  // rows past the chunk's end are padding (and i only grows)
-            float mv[8], M = -BRAID_INF;
+        // Per row of this split's share: the weight 2^(m_s - M) / sum_s 2^(m_s - M) l_s of every
+        // split, then each output element is one batch of nsp peer loads (float4 columns).
+        __shared__ float wts[8][PA_ROWS];
+        const int rb = sp * PA_ROWS / nsp, re = min((sp + 1) * PA_ROWS / nsp, rows);
+        for (int r = rb + tid; r < re; r += PA_THREADS) {
+            float mv[8], lv[8], M = -BRAID_INF;
 #pragma unroll
             for (int u = 0; u < 8; ++u) {
-                mv[u] = u < nsp ? ld_cluster_f32(pm + r, u) : -BRAID_INF;
+                mv[u] = u < nsp ? *cluster_peer(pm + r, u) : -BRAID_INF;
+                lv[u] = u < nsp ? *cluster_peer(pl + r, u) : 0.0f;
                 M = fmaxf(M, mv[u]);
             }
-            float num = 0.0f, den = 0.0f;
+            float den = 0.0f;
 #pragma unroll
             for (int u = 0; u < 8; ++u) {
-                if (mv[u] == -BRAID_INF) continue;
-                const float c = exp2f(mv[u] - M);
-                num += c * ld_cluster_f32(part + r * D + e, u);
-                den += c * ld_cluster_f32(pl + r, u);
+                mv[u] = mv[u] == -BRAID_INF ? 0.0f : exp2f(mv[u] - M);
+                den += mv[u] * lv[u];
             }
-            p.out[((size_t)(t0 + r / g) * p.h + kh * g + r % g) * D + e] = num / den;
+#pragma unroll
+            for (int u = 0; u < 8; ++u) wts[u][r - rb] = mv[u] / den;
+        }
+        __syncthreads();
+        constexpr int D4 = D / 4;
+        for (int i = tid; i < (re - rb) * D4; i += PA_THREADS) {
+            const int r = rb + i / D4, e = (i % D4) * 4;
+            float4 x[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u)
+                x[u] = u < nsp ? *reinterpret_cast<const float4*>(cluster_peer(part + r * D + e, u))
+                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const float w = u < nsp ? wts[u][r - rb] : 0.0f;
+                acc.x += w * x[u].x;
+                acc.y += w * x[u].y;
+                acc.z += w * x[u].z;
+                acc.w += w * x[u].w;
+            }
+            *reinterpret_cast<float4*>(p.out + ((size_t)(t0 + r / g) * p.h + kh * g + r % g) * D + e) = acc;
         }
         cluster_sync();  // every split's shared memory stays alive until its peers have read it
         return;

@@ -137,6 +137,19 @@ __device__ __forceinline__ void cluster_sync() {
 #endif
 }
 
+// The generic address of `p` (a variable in this block's shared memory) in block `rank` of the
+// cluster: plain loads through it read the peer's copy, and the compiler may batch them (unlike
+// ld_cluster_f32's volatile loads). Only between cluster barriers, like every DSMEM access.
+__device__ __forceinline__ const float* cluster_peer(const float* p, unsigned rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    unsigned long long r;
+    asm("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
+    return reinterpret_cast<const float*>(r);
+#else
+    return p;
+#endif
+}
+
 // Reads the f32 at `p` (this block's shared memory) in block `rank` of the cluster: the same
 // variable in a peer's shared memory (distributed shared memory).
 __device__ __forceinline__ float ld_cluster_f32(const float* p, unsigned rank) {
