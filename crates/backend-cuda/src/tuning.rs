@@ -100,8 +100,9 @@ pub struct Tuning {
     /// `BRAID_PREFILL_ATT`: see [`PrefillAtt`].
     pub prefill_att: PrefillAtt,
     /// `BRAID_PREFILL_ATT_SPLITS`: KV splits of the tensor-core prefill attention, merged inside
-    /// a thread-block cluster (1-8; default: enough for two blocks per multiprocessor, at most one
-    /// per 64-row key tile of the chunk; `1` is one block per query tile, as before).
+    /// a thread-block cluster (1-8; default: enough for two blocks per multiprocessor, with at
+    /// least two 64-row key tiles per split, see `lower::attention::prefill_splits`; `1` is one
+    /// block per query tile: 512 tokens of Qwen3-0.6B 3.90 ms against 3.36 with the default).
     pub prefill_att_splits: Option<usize>,
 }
 
