@@ -108,15 +108,20 @@ pub fn prefill_kernel(dtype: DType, d: usize, gm: usize) -> Option<KernelRef> {
     })
 }
 
+/// Cache rows per key tile of the tensor-core prefill attention (`BK` in
+/// `kernels/attention_prefill.cu`'s `prefill_attention_mma`).
+const PREFILL_MMA_KEYS: usize = 64;
+
 /// KV splits of a tensor-core prefill attention of `blocks` query tiles x KV heads over `t`
 /// tokens: `tuning.prefill_att_splits`, or the smallest power of two that gives two blocks per
-/// multiprocessor, with at least two of the 64-row key tiles a chunk at position 0 has (its last
-/// query tile's) per split, and at most [`CLUSTER_MAX`] (the splits merge inside one cluster,
-/// sm_90+; 1 before). A split of a single tile cost more in its merge than it saved: with one
-/// tile per split, 128 tokens of Qwen3-0.6B took 2.51 ms against 2.03 unsplit (H200,
-/// 2026-12-03, with the first, serial merge; not re-measured with the batched one). With two
-/// tiles or more, 512 tokens took 3.36 ms against 3.90 unsplit. The plan does not know the position, so a chunk that follows earlier tokens
-/// keeps the splits of position 0 and gives each more tiles.
+/// multiprocessor, with at least two of the [`PREFILL_MMA_KEYS`]-row key tiles a chunk at
+/// position 0 has (its last query tile's) per split, and at most [`CLUSTER_MAX`] (the splits
+/// merge inside one cluster, sm_90+; 1 before). A split of a single tile cost more in its merge
+/// than it saved: with one tile per split, 128 tokens of Qwen3-0.6B took 2.51 ms against 2.03
+/// unsplit (H200, 2026-12-03, with the first, serial merge; not re-measured with the batched
+/// one). With two tiles or more, 512 tokens took 3.36 ms against 3.90 unsplit. The plan does not
+/// know the position, so a chunk that follows earlier tokens keeps the splits of position 0 and
+/// gives each more tiles.
 pub fn prefill_splits(
     blocks: usize,
     t: usize,
@@ -130,7 +135,7 @@ pub fn prefill_splits(
     if let Some(s) = tuning.prefill_att_splits {
         return s.clamp(1, CLUSTER_MAX);
     }
-    let key_tiles = t.div_ceil(64).max(1);
+    let key_tiles = t.div_ceil(PREFILL_MMA_KEYS).max(1);
     let mut s = 1;
     while s < CLUSTER_MAX && 4 * s <= key_tiles && blocks * s < 2 * sm_count {
         s *= 2;
@@ -509,11 +514,10 @@ pub(super) fn lower_prefill(
     // Every block of a KV head reads the cache rows up to its last token's: at most all rows
     // up to the chunk's end, `tiles` times per KV head.
     launch.bytes_per_kv_row = tiles * 2 * row * csize;
-    launch.detail = if splits > 1 {
-        format!("t{t} h{h} kv{kvh} d{d} x{splits} splits")
-    } else {
-        format!("t{t} h{h} kv{kvh} d{d}")
-    };
+    launch.detail = format!("t{t} h{h} kv{kvh} d{d}");
+    if splits > 1 {
+        launch.detail += &format!(" x{splits} splits");
+    }
     out.push(launch);
     Ok(())
 }
